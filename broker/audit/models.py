@@ -1,0 +1,47 @@
+"""Tables of the audit log: entries, stored Merkle nodes, the head, and signed checkpoints.
+
+Only full subtrees of height ``TILE_HEIGHT`` (8) and above are stored as nodes; hashes below
+that are recomputed from the ≤ 256 leaf hashes of one tile, which keeps appends to about one
+row per entry while a proof still needs only a few indexed reads.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, LargeBinary, SmallInteger, String, Text
+from sqlmodel import Field, SQLModel
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_entry"
+
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    event_type: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    at_us: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class AuditNode(SQLModel, table=True):
+    __tablename__ = "audit_node"
+
+    level: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+
+
+class AuditHead(SQLModel, table=True):
+    """One row (id 1): the tree size. Writers lock it, so appends are serialised."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    __tablename__ = "audit_checkpoint"
+
+    size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    root: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    note: str = Field(sa_column=Column(Text, nullable=False))
+    created_us: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -1,0 +1,42 @@
+"""``broker db`` (schema migrations) and ``broker init`` (a fresh data directory)."""
+
+from __future__ import annotations
+
+import typer
+
+from broker.cli.common import console
+from broker.runtime import init_keys, keys_initialised, prepare_data_dir, upgrade_schema
+from broker.settings import load_settings
+from broker.storage import migrate
+from broker.storage.db import Database
+
+app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@app.command("upgrade")
+def upgrade() -> None:
+    """Apply every pending migration."""
+    db = upgrade_schema(load_settings())
+    console.print(f"database at revision {migrate.current_revision(db.engine)}")
+    db.dispose()
+
+
+@app.command("status")
+def status() -> None:
+    """Show the database revision and the code's head revision."""
+    db = Database.from_url(load_settings().db_url())
+    db.ping()
+    current, head = migrate.current_revision(db.engine), migrate.head_revision()
+    db.dispose()
+    state = "up to date" if current == head else "needs `broker db upgrade`"
+    console.print(f"database revision {current}, code head {head}: {state}")
+
+
+def init() -> None:
+    """Create the data directory, keys, CA and database schema (safe to run again)."""
+    settings = load_settings()
+    prepare_data_dir(settings)
+    if not keys_initialised(settings):
+        init_keys(settings)
+    upgrade_schema(settings).dispose()
+    console.print(f"initialised {settings.data_dir.resolve()}")

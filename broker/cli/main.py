@@ -1,0 +1,53 @@
+"""The ``broker`` command: one Typer app, sub-commands per concern, one error exit path.
+
+Every expected failure is a ``BrokerError``: it prints ``error: <message>`` on stderr and exits
+with the error's code (2 configuration, 3 storage, 4 keys, 1 otherwise); usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from broker.cli import audit, ca, db, demo, keys, serve
+from broker.errors import BrokerError
+
+app = typer.Typer(
+    name="broker",
+    help="Privacy-preserving smart-meter data broker (ITU-T X.1332).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.add_typer(keys.app, name="keys")
+app.add_typer(ca.app, name="ca")
+app.add_typer(audit.app, name="audit")
+app.add_typer(db.app, name="db")
+app.command("init")(db.init)
+app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
+
+_stderr = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` and return the exit code (tests call this directly)."""
+    try:
+        result = app(args=argv, prog_name="broker", standalone_mode=False)
+    except BrokerError as exc:
+        _stderr.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _stderr.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

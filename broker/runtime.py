@@ -1,0 +1,108 @@
+"""The runtime: everything a command or the server needs, built from settings in one place.
+
+``init_data_dir`` creates a fresh data directory (keys, database schema); the CA is created by
+``broker ca init`` or ``broker init``. ``Runtime.open`` loads what exists and fails with a
+clear message when something is missing or unsafe.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.audit.log import AuditLog
+from broker.audit.note import NoteSigner
+from broker.errors import ConfigurationError, KeyError_
+from broker.keys.files import read_b64_key, read_secret_file, write_b64_key, write_secret_file
+from broker.keys.provider import FileKeyProvider
+from broker.keys.service import DataKeys
+from broker.kit.clock import Clock, SystemClock
+from broker.kit.ids import SubjectHasher
+from broker.settings import Settings
+from broker.storage import migrate
+from broker.storage.db import Database
+
+
+def subject_key_path(settings: Settings) -> Path:
+    return settings.keys_dir / "subject-hash.key"
+
+
+def audit_signing_key_path(settings: Settings) -> Path:
+    return settings.keys_dir / "audit-signing.key"
+
+
+def audit_public_key_path(settings: Settings) -> Path:
+    """The audit log's verifier key (C2SP note format), public: give it to regulators."""
+    return settings.keys_dir / "audit-signing.pub"
+
+
+def init_keys(settings: Settings) -> None:
+    """Generate the KEK, the subject-hash key and the audit signing key (each once, 0600)."""
+    settings.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    FileKeyProvider.create(settings)
+    write_b64_key(subject_key_path(settings), secrets.token_bytes(32))
+    signing = Ed25519PrivateKey.generate()
+    pem = signing.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_secret_file(audit_signing_key_path(settings), pem)
+    vkey = NoteSigner(settings.audit_origin, signing).verifier_key()
+    audit_public_key_path(settings).write_text(vkey + "\n")
+
+
+def load_audit_signer(settings: Settings) -> NoteSigner:
+    path = audit_signing_key_path(settings)
+    try:
+        key = serialization.load_pem_private_key(read_secret_file(settings, path), password=None)
+    except ValueError as exc:
+        raise KeyError_(f"audit signing key {path} is damaged: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyError_(f"audit signing key {path} is not an Ed25519 key")
+    return NoteSigner(settings.audit_origin, key)
+
+
+def keys_initialised(settings: Settings) -> bool:
+    return audit_signing_key_path(settings).exists()
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the data directory (0700) if needed; the first step of ``broker init``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    clock: Clock
+    hasher: SubjectHasher
+    kek: FileKeyProvider
+    audit: AuditLog
+    data_keys: DataKeys
+
+    @classmethod
+    def open(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+        if not settings.data_dir.is_dir():
+            raise ConfigurationError(
+                f"data directory {settings.data_dir} does not exist; run `broker init` first"
+            )
+        clock = clock or SystemClock()
+        hasher = SubjectHasher(read_b64_key(settings, subject_key_path(settings)))
+        kek = FileKeyProvider(settings)
+        audit = AuditLog(settings.audit_origin, load_audit_signer(settings), clock)
+        db = Database.from_url(settings.db_url())
+        return cls(settings, db, clock, hasher, kek, audit, DataKeys(kek, audit, clock, hasher))
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def upgrade_schema(settings: Settings) -> Database:
+    db = Database.from_url(settings.db_url())
+    db.ping()
+    migrate.upgrade(db.engine)
+    return db

@@ -1,0 +1,83 @@
+"""Settings (``BROKER_`` environment variables) with an embedded default that needs no server.
+
+The default data directory ``./var`` holds the SQLite database, the key files and the CA.
+Outside development mode, placeholder secrets and key files readable by group or others are
+refused (fail closed).
+"""
+
+from __future__ import annotations
+
+import stat
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from broker.errors import ConfigurationError
+
+PLACEHOLDERS = frozenset(
+    {"", "changethis", "changeme", "change-me", "secret", "password", "placeholder", "xxx", "todo"}
+)
+
+
+class Mode(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="forbid")
+
+    mode: Mode = Mode.production
+    data_dir: Path = Path("var")
+    database_url: SecretStr | None = None
+    """SQLAlchemy URL; default ``sqlite:///<data_dir>/broker.db``. PostgreSQL:
+    ``postgresql+psycopg://user:password@host:5432/dbname``."""
+    audit_origin: str = "smart-meter-broker.example/audit"
+    """The log's origin line in checkpoints (C2SP tlog-checkpoint)."""
+    host: str = "127.0.0.1"
+    port: int = 8443
+
+    @property
+    def development(self) -> bool:
+        return self.mode is Mode.development
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir / "ca"
+
+    def db_url(self) -> str:
+        if self.database_url is not None:
+            url = self.database_url.get_secret_value()
+            self._refuse_placeholder_password(url)
+            return url
+        return f"sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    def _refuse_placeholder_password(self, url: str) -> None:
+        password = make_url(url).password
+        if password is not None and password.lower() in PLACEHOLDERS and not self.development:
+            raise ConfigurationError(
+                "BROKER_DATABASE_URL uses a placeholder password; set a real one "
+                "(or BROKER_MODE=development for local experiments)"
+            )
+
+    def check_secret_file(self, path: Path) -> None:
+        """Refuse a key file that others can read, or that is empty, outside development."""
+        if not path.exists():
+            raise ConfigurationError(f"key file {path} does not exist; run `broker init` first")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077 and not self.development:
+            raise ConfigurationError(
+                f"key file {path} is readable by others (mode {mode:o}); "
+                f"run `chmod 600 {path}`"
+            )
+
+
+def load_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,13 @@
+"""Every table of the broker, gathered so Alembic and tests see one metadata."""
+
+from __future__ import annotations
+
+from sqlmodel import SQLModel
+
+from broker.audit import models as audit_models
+from broker.ca import models as ca_models
+from broker.keys import models as keys_models
+
+metadata = SQLModel.metadata
+
+__all__ = ["audit_models", "ca_models", "keys_models", "metadata"]
