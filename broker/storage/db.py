@@ -77,7 +77,7 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """The one commit point: commit when the block ends, roll back on any exception."""
         try:
-            with Session(self.engine) as session:
+            with Session(self.engine, expire_on_commit=False) as session:
                 with session.begin():
                     yield session
         except OperationalError as exc:
