@@ -87,14 +87,14 @@ class KeyRing:
 
     def __init__(self, loader: Callable[[str], bytes]) -> None:
         self._loader = loader
-        self._cache: dict[str, AESGCM] = {}
+        self._cache: dict[str, tuple[AESGCM, bytes]] = {}
 
-    def _cipher(self, key_ref: str) -> AESGCM:
-        cipher = self._cache.get(key_ref)
-        if cipher is None:
-            cipher = AESGCM(self._loader(key_ref))
-            self._cache[key_ref] = cipher
-        return cipher
+    def _entry(self, key_ref: str) -> tuple[AESGCM, bytes]:
+        entry = self._cache.get(key_ref)
+        if entry is None:
+            entry = (AESGCM(self._loader(key_ref)), _header(key_ref))
+            self._cache[key_ref] = entry
+        return entry
 
     def forget(self, key_ref: str | None = None) -> None:
         """Drop cached keys (all, or one), e.g. after a data key was destroyed."""
@@ -104,16 +104,17 @@ class KeyRing:
             self._cache.pop(key_ref, None)
 
     def seal(self, key_ref: str, plaintext: bytes, context: bytes) -> bytes:
-        header = _header(key_ref)
+        cipher, header = self._entry(key_ref)
         nonce = os.urandom(NONCE_LEN)
-        return header + nonce + self._cipher(key_ref).encrypt(nonce, plaintext, header + context)
+        return header + nonce + cipher.encrypt(nonce, plaintext, header + context)
 
     def open(self, sealed: bytes, context: bytes) -> bytes:
         key_ref = key_ref_of(sealed)
         start = 2 + sealed[1]
         header, nonce = sealed[:start], sealed[start : start + NONCE_LEN]
         try:
-            return self._cipher(key_ref).decrypt(nonce, sealed[start + NONCE_LEN :], header + context)
+            cipher = self._entry(key_ref)[0]
+            return cipher.decrypt(nonce, sealed[start + NONCE_LEN :], header + context)
         except InvalidTag as exc:
             raise EnvelopeError(
                 f"block under key {key_ref} does not authenticate: damaged, or opened "
