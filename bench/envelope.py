@@ -32,17 +32,23 @@ def main() -> None:
     ring = KeyRing(lambda _ref: key)
     record, context = os.urandom(args.size), b"subject=hs1:abc|meter=MTR0001|day=2026-11-24"
     sealed = ring.seal("dk_bench", record, context)
-    seal = [_rate(lambda: ring.seal("dk_bench", record, context), args.ops) for _ in range(args.repeats)]
+    seal = [
+        _rate(lambda: ring.seal("dk_bench", record, context), args.ops) for _ in range(args.repeats)
+    ]
     opened = [_rate(lambda: ring.open(sealed, context), args.ops) for _ in range(args.repeats)]
-    print(json.dumps({
-        "benchmark": "envelope",
-        "record_bytes": args.size,
-        "ops_per_repeat": args.ops,
-        "repeats": args.repeats,
-        "seal_ops_per_s_median": round(statistics.median(seal)),
-        "open_ops_per_s_median": round(statistics.median(opened)),
-        "target_ops_per_s": 200_000,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "envelope",
+                "record_bytes": args.size,
+                "ops_per_repeat": args.ops,
+                "repeats": args.repeats,
+                "seal_ops_per_s_median": round(statistics.median(seal)),
+                "open_ops_per_s_median": round(statistics.median(opened)),
+                "target_ops_per_s": 200_000,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

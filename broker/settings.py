@@ -74,8 +74,7 @@ class Settings(BaseSettings):
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077 and not self.development:
             raise ConfigurationError(
-                f"key file {path} is readable by others (mode {mode:o}); "
-                f"run `chmod 600 {path}`"
+                f"key file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`"
             )
 
 

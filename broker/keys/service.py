@@ -78,7 +78,9 @@ class DataKeys:
         session.add(row)
         session.flush()
         details = {"key_ref": row.key_ref, "version": version, "kek_id": wrapped.kek_id}
-        self._audit.record(session, [AuditEvent("key.data_key_created", actor, subject_hash, details)])
+        self._audit.record(
+            session, [AuditEvent("key.data_key_created", actor, subject_hash, details)]
+        )
         return row.key_ref
 
     def rotate_subject(self, session: Session, subject: str, actor: str) -> str:
@@ -87,7 +89,9 @@ class DataKeys:
         versions = self._versions(session, subject_hash)
         if versions and versions[-1].destroyed_us is not None:
             raise KeyDestroyed(f"the data keys of subject {subject_hash} were destroyed")
-        return self._create(session, subject_hash, (versions[-1].version + 1) if versions else 1, actor)
+        return self._create(
+            session, subject_hash, (versions[-1].version + 1) if versions else 1, actor
+        )
 
     def load(self, session: Session, key_ref: str) -> bytes:
         row = session.get(DataKey, key_ref)
@@ -111,7 +115,9 @@ class DataKeys:
             session.add(row)
         session.flush()
         details = {"keys_destroyed": len(live), "reason": reason}
-        self._audit.record(session, [AuditEvent("key.data_key_destroyed", actor, subject_hash, details)])
+        self._audit.record(
+            session, [AuditEvent("key.data_key_destroyed", actor, subject_hash, details)]
+        )
         return len(live)
 
     def rewrap_all(self, session: Session, actor: str) -> RewrapReport:

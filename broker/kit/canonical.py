@@ -25,7 +25,7 @@ _encode = json.JSONEncoder(
 
 
 class CanonicalJSONError(ValueError):
-    """The value cannot be written as canonical JSON (NaN, a non-string key, a lone surrogate...)."""
+    """The value has no canonical JSON form (NaN, a non-string key, a lone surrogate...)."""
 
 
 def _fast_ok(value: Any) -> bool:

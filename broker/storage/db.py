@@ -28,7 +28,8 @@ def _sqlite_engine(url: str) -> Engine:
         parent = Path(database).parent
         if not parent.is_dir():
             raise StorageUnavailable(
-                f"data directory {parent} does not exist; run `broker init` (or set BROKER_DATA_DIR)"
+                f"data directory {parent} does not exist; run `broker init` "
+                "(or set BROKER_DATA_DIR)"
             )
     engine = create_engine(url, connect_args={"timeout": 30})
 
@@ -77,9 +78,8 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """The one commit point: commit when the block ends, roll back on any exception."""
         try:
-            with Session(self.engine, expire_on_commit=False) as session:
-                with session.begin():
-                    yield session
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
         except OperationalError as exc:
             raise StorageUnavailable(f"database error: {exc.orig}") from exc
 

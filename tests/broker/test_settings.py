@@ -31,7 +31,9 @@ def test_settings_come_from_broker_environment(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize("password", ["changethis", "secret", "password"])
-def test_placeholder_database_password_is_refused_in_production(tmp_path: Path, password: str) -> None:
+def test_placeholder_database_password_is_refused_in_production(
+    tmp_path: Path, password: str
+) -> None:
     url = SecretStr(f"postgresql+psycopg://app:{password}@db/broker")
     with pytest.raises(ConfigurationError, match="placeholder password"):
         settings_for(tmp_path, database_url=url).db_url()

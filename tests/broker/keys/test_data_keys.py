@@ -74,7 +74,9 @@ def test_C1_6_kek_rotation_rewraps_without_reencrypting(
     assert "key.kek_rotated" in audit.types()
 
 
-def test_C1_6_rotated_subject_key_still_opens_old_blocks(database: Database, keys: DataKeys) -> None:
+def test_C1_6_rotated_subject_key_still_opens_old_blocks(
+    database: Database, keys: DataKeys
+) -> None:
     old = _seal(database, keys, "c", b"old")
     with database.transaction() as session:
         new_ref = keys.rotate_subject(session, "c", "test")
