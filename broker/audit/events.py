@@ -26,5 +26,5 @@ class AuditEvent:
 
 class AuditSink(Protocol):
     def record(self, session: Session, events: Sequence[AuditEvent]) -> list[int]:
-        """Append events inside the caller's transaction (no commit); return their sequence numbers."""
+        """Append events in the caller's transaction (no commit); return their sequence numbers."""
         ...

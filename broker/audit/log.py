@@ -1,0 +1,233 @@
+"""The audit log: an append-only RFC 9162 Merkle tree in the database, with signed checkpoints.
+
+``record`` appends a group of events inside the caller's transaction (group commit: one
+transaction, one lock of the head row, bulk inserts) and never commits. Only full subtrees of
+height >= ``TILE_HEIGHT`` are stored (table ``audit_node``); lower hashes are recomputed from the
+<= 256 leaf hashes of one tile, so an append writes about one row per entry and a proof needs a
+few indexed reads. On PostgreSQL rows go in with COPY; on SQLite with executemany.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Table, insert, select, tuple_, update
+from sqlmodel import Session
+
+from broker.audit.events import AuditEvent
+from broker.audit.merkle import (
+    EMPTY_ROOT,
+    Range,
+    consistency_ranges,
+    fold_range,
+    full_nodes,
+    inclusion_ranges,
+    leaf_hash,
+    node_hash,
+    root_from_leaves,
+)
+from broker.audit.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
+from broker.audit.note import NoteSigner, format_checkpoint
+from broker.errors import BrokerError
+from broker.kit.canonical import canonical_json
+from broker.kit.clock import Clock, to_rfc3339
+
+TILE_HEIGHT = 8
+TILE = 1 << TILE_HEIGHT
+ENTRY_VERSION = 1
+
+_ENTRY_COLS = ("seq", "leaf_hash", "event_type", "at_us", "body")
+ENTRY: Table = AuditEntry.metadata.tables["audit_entry"]
+NODE: Table = AuditNode.metadata.tables["audit_node"]
+HEAD: Table = AuditHead.metadata.tables["audit_head"]
+
+
+class AuditLogError(BrokerError):
+    status_code = 500
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+
+
+def entry_body(seq: int, event: AuditEvent, time: str) -> bytes:
+    """The canonical JSON bytes that are hashed into the tree for one entry."""
+    return canonical_json(
+        {
+            "v": ENTRY_VERSION,
+            "seq": seq,
+            "type": event.type,
+            "actor": event.actor,
+            "subject": event.subject,
+            "time": time,
+            "details": dict(event.details),
+        }
+    )
+
+
+class AuditLog:
+    def __init__(self, origin: str, signer: NoteSigner, clock: Clock) -> None:
+        self.origin = origin
+        self.signer = signer
+        self._clock = clock
+
+    # ---- appending ---------------------------------------------------------------------------
+
+    def record(self, session: Session, events: Sequence[AuditEvent]) -> list[int]:
+        """Append ``events`` in the caller's transaction; returns their sequence numbers."""
+        if not events:
+            return []
+        size = self._lock_head(session)
+        now = self._clock.now()
+        time, at_us = to_rfc3339(now), int(now.timestamp() * 1_000_000)
+        rows, leaves = [], []
+        for seq, event in enumerate(events, start=size):
+            body = entry_body(seq, event, time)
+            leaf = leaf_hash(body)
+            leaves.append(leaf)
+            rows.append((seq, leaf, event.type, at_us, body.decode("utf-8")))
+        nodes = self._completed_nodes(session, size, leaves)
+        self._insert(session, rows, nodes)
+        new_size = size + len(events)
+        session.execute(update(HEAD).where(HEAD.c.id == 1).values(size=new_size))
+        return list(range(size, new_size))
+
+    def _lock_head(self, session: Session) -> int:
+        query = select(HEAD.c.size).where(HEAD.c.id == 1).with_for_update()
+        size = session.execute(query).scalar_one_or_none()
+        if size is None:
+            raise AuditLogError("the audit log is not initialised; run `broker db upgrade`")
+        return int(size)
+
+    def _completed_nodes(
+        self, session: Session, old: int, leaves: list[bytes]
+    ) -> list[tuple[int, int, bytes]]:
+        """Full subtrees of height >= TILE_HEIGHT that the new leaves complete."""
+        new = old + len(leaves)
+        tile0 = old >> TILE_HEIGHT
+        tail = self._leaf_hashes(session, tile0 * TILE, old) + leaves  # leaves from tile0 on
+        known = self._compact_range(session, old)
+        out: list[tuple[int, int, bytes]] = []
+        for t in range(tile0, new >> TILE_HEIGHT):
+            start = (t - tile0) * TILE
+            known[(TILE_HEIGHT, t)] = root_from_leaves(tail[start : start + TILE])
+            out.append((TILE_HEIGHT, t, known[(TILE_HEIGHT, t)]))
+        level = TILE_HEIGHT + 1
+        while (new >> level) > (old >> level):
+            for i in range(old >> level, new >> level):
+                h = node_hash(known[(level - 1, 2 * i)], known[(level - 1, 2 * i + 1)])
+                known[(level, i)] = h
+                out.append((level, i, h))
+            level += 1
+        return out
+
+    def _compact_range(self, session: Session, size: int) -> dict[tuple[int, int], bytes]:
+        """The stored full nodes (level >= TILE_HEIGHT) that make up the tree of ``size``."""
+        keys = [
+            (lv, (size >> lv) - 1)
+            for lv in range(TILE_HEIGHT, size.bit_length())
+            if (size >> lv) & 1
+        ]
+        return self._stored_nodes(session, keys)
+
+    def _insert(
+        self,
+        session: Session,
+        rows: list[tuple[int, bytes, str, int, str]],
+        nodes: list[tuple[int, int, bytes]],
+    ) -> None:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            raw = conn.connection.driver_connection
+            with raw.cursor() as cur:  # type: ignore[union-attr]
+                with cur.copy(f"COPY audit_entry ({', '.join(_ENTRY_COLS)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                if nodes:
+                    with cur.copy("COPY audit_node (level, idx, hash) FROM STDIN") as copy:
+                        for node in nodes:
+                            copy.write_row(node)
+            return
+        session.execute(insert(ENTRY), [dict(zip(_ENTRY_COLS, r, strict=True)) for r in rows])
+        if nodes:
+            session.execute(
+                insert(NODE), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes]
+            )
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def size(self, session: Session) -> int:
+        return int(session.execute(select(HEAD.c.size).where(HEAD.c.id == 1)).scalar_one())
+
+    def _leaf_hashes(self, session: Session, start: int, end: int) -> list[bytes]:
+        if start >= end:
+            return []
+        query = (
+            select(ENTRY.c.leaf_hash)
+            .where(ENTRY.c.seq >= start, ENTRY.c.seq < end)
+            .order_by(ENTRY.c.seq)
+        )
+        found = list(session.execute(query).scalars())
+        if len(found) != end - start:
+            raise AuditLogError(f"audit entries {start}..{end - 1} are missing from the database")
+        return found
+
+    def _stored_nodes(
+        self, session: Session, keys: Iterable[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        cols = tuple_(NODE.c.level, NODE.c.idx)
+        query = select(NODE.c.level, NODE.c.idx, NODE.c.hash).where(cols.in_(wanted))
+        found = {(lv, ix): h for lv, ix, h in session.execute(query)}
+        missing = set(wanted) - set(found)
+        if missing:
+            raise AuditLogError(f"stored Merkle nodes are missing: {sorted(missing)[:5]}")
+        return found
+
+    def _hashes_of(self, session: Session, size: int, ranges: Sequence[Range]) -> list[bytes]:
+        """Hashes of proof ranges: stored nodes in one query, low nodes from their tiles."""
+        plans = [full_nodes(a, b) for a, b in ranges]
+        wanted = {n for plan in plans for n in plan}
+        known = self._stored_nodes(session, (n for n in wanted if n[0] >= TILE_HEIGHT))
+        tiles: dict[int, list[bytes]] = {}
+        for level, idx in (n for n in wanted if n[0] < TILE_HEIGHT):
+            start = idx << level
+            tile = start >> TILE_HEIGHT
+            if tile not in tiles:
+                first = tile * TILE
+                tiles[tile] = self._leaf_hashes(session, first, min(first + TILE, size))
+            offset = start - tile * TILE
+            known[(level, idx)] = root_from_leaves(tiles[tile][offset : offset + (1 << level)])
+        return [fold_range([known[n] for n in plan]) for plan in plans]
+
+    def root(self, session: Session, size: int) -> bytes:
+        if size == 0:
+            return EMPTY_ROOT
+        return self._hashes_of(session, size, [(0, size)])[0]
+
+    def inclusion_proof(self, session: Session, seq: int, size: int) -> list[bytes]:
+        return self._hashes_of(session, size, inclusion_ranges(seq, size))
+
+    def consistency_proof(self, session: Session, size1: int, size2: int) -> list[bytes]:
+        return self._hashes_of(session, size2, consistency_ranges(size1, size2))
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def checkpoint(self, session: Session) -> StoredCheckpoint:
+        """Sign the current tree head (or return the checkpoint already signed for it)."""
+        size = self.size(session)
+        stored = session.get(AuditCheckpoint, size)
+        if stored is not None:
+            return StoredCheckpoint(stored.size, stored.root, stored.note)
+        root = self.root(session, size)
+        note = self.signer.sign(format_checkpoint(self.origin, size, root))
+        created = int(self._clock.now().timestamp() * 1_000_000)
+        session.add(AuditCheckpoint(size=size, root=root, note=note, created_us=created))
+        session.flush()
+        return StoredCheckpoint(size, root, note)
