@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Table, insert, select, tuple_, update
 from sqlmodel import Session
@@ -157,6 +158,9 @@ class AuditLog:
             session.execute(
                 insert(NODE), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes]
             )
+
+    def clock_now(self) -> datetime:
+        return self._clock.now()
 
     # ---- reading -----------------------------------------------------------------------------
 

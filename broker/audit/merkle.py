@@ -211,3 +211,33 @@ def verify_consistency(
         raise ProofError(f"consistency proof does not lead to the root of size {size1}")
     if sr != root2:
         raise ProofError(f"consistency proof does not lead to the root of size {size2}")
+
+
+class MemoryTree:
+    """All full-subtree hashes of a tree held in memory, for many proofs at once (exports).
+
+    ``levels[L][i]`` is the hash of the full subtree of height L with index i.
+    """
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.size = len(leaves)
+        self.levels: list[list[bytes]] = [list(leaves)]
+        while len(self.levels[-1]) > 1:
+            below = self.levels[-1]
+            self.levels.append(
+                [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+            )
+
+    def node(self, level: int, index: int) -> bytes:
+        return self.levels[level][index]
+
+    def root(self) -> bytes:
+        if self.size == 0:
+            return EMPTY_ROOT
+        return proof_from_source([(0, self.size)], self.node)[0]
+
+    def inclusion_proof(self, index: int) -> list[bytes]:
+        return proof_from_source(inclusion_ranges(index, self.size), self.node)
+
+    def consistency_proof(self, size1: int) -> list[bytes]:
+        return proof_from_source(consistency_ranges(size1, self.size), self.node)

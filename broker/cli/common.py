@@ -13,7 +13,7 @@ from rich.console import Console
 from broker.runtime import Runtime
 from broker.settings import load_settings
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def actor() -> str:
