@@ -242,6 +242,8 @@ def verify_bundle(path: Path, trusted_key: str | None = None) -> VerifyReport:
             raise _fail(f"line {number} is cut off: the file is truncated")
         record = _parse(number, raw)
         kind = record["type"]
+        if number == 1 and kind != "manifest":
+            raise _fail(f"line 1: not an audit export of format {FORMAT} (no manifest)")
         if number <= len(_ORDER) and kind != _ORDER[number - 1]:
             raise _fail(f"line {number}: expected a {_ORDER[number - 1]} record, found {kind!r}")
         if kind == "end":
