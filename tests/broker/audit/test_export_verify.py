@@ -222,7 +222,8 @@ def test_log_rolled_back_behind_a_published_checkpoint_is_caught(
         previous = json.dumps({"type": "previous_checkpoint", "note": published}) + "\n"
         return [*lines[:3], previous, *lines[3:]]
 
-    with pytest.raises(VerificationFailed, match=r"rolled back: the checkpoint \(size 10\) is older"):
+    reason = r"rolled back: the checkpoint \(size 10\) is older"
+    with pytest.raises(VerificationFailed, match=reason):
         verify_bundle(_rewrite(bundle, add_published), log.signer.verifier_key())
 
 
