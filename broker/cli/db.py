@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from broker.ca.authority import CertificateAuthority
 from broker.cli.common import console
+from broker.kit.clock import SystemClock
 from broker.runtime import init_keys, keys_initialised, prepare_data_dir, upgrade_schema
 from broker.settings import load_settings
 from broker.storage import migrate
@@ -39,4 +41,6 @@ def init() -> None:
     if not keys_initialised(settings):
         init_keys(settings)
     upgrade_schema(settings).dispose()
+    if not (settings.ca_dir / "ca.pem").exists():
+        CertificateAuthority.create(settings, SystemClock())
     console.print(f"initialised {settings.data_dir.resolve()}")
