@@ -30,7 +30,7 @@ app.command("init")(db.init)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 
-_stderr = Console(stderr=True)
+_stderr = Console(stderr=True, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

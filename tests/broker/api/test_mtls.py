@@ -1,0 +1,129 @@
+"""The HTTPS server over real TLS on loopback (C2.1, C3.2, C4.2): only holders of a valid,
+unrevoked certificate of the broker's CA reach /healthz, over TLS 1.3 only."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from broker.api.server import build, running
+from broker.api.tls import client_context
+from broker.ca.authority import CertificateAuthority, Issued
+from broker.kit.clock import FixedClock, SystemClock
+from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from tests.broker.fakes import settings_for
+
+# With TLS 1.3 the server checks the client certificate after the client's side of the handshake
+# is done, so a refusal shows up as a failed connect or as a connection closed without an answer.
+REFUSED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    settings = settings_for(tmp_path / "var")
+    prepare_data_dir(settings)
+    init_keys(settings)
+    upgrade_schema(settings).dispose()
+    CertificateAuthority.create(settings, SystemClock())
+    runtime = Runtime.open(settings)
+    yield runtime
+    runtime.close()
+
+
+def _issue(
+    rt: Runtime,
+    name: str,
+    role: str = "third-party",
+    ca: CertificateAuthority | None = None,
+    days: int = 30,
+) -> Issued:
+    ca = ca or CertificateAuthority(rt.settings, rt.clock)
+    with rt.db.transaction() as session:
+        return ca.issue(session, rt.audit, role=role, name=name, actor="test", days=days)
+
+
+def _revoke(rt: Runtime, name: str) -> None:
+    with rt.db.transaction() as session:
+        CertificateAuthority(rt.settings, rt.clock).revoke(
+            session, rt.audit, actor="test", name=name
+        )
+
+
+def _get(
+    rt: Runtime, port: int, who: Issued | None, ctx: ssl.SSLContext | None = None
+) -> httpx.Response:
+    ca_pem = rt.settings.ca_dir / "ca.pem"
+    if ctx is None:
+        ctx = client_context(ca_pem, who.cert_path, who.key_path) if who else client_context(ca_pem)
+    with httpx.Client(verify=ctx, timeout=5) as client:
+        return client.get(f"https://127.0.0.1:{port}/healthz")
+
+
+def test_C3_2_client_with_a_ca_certificate_reaches_healthz(rt: Runtime) -> None:
+    acme = _issue(rt, "acme")
+    with running(*build(rt, "test")) as port:
+        response = _get(rt, port, acme)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "peer": "acme", "role": "third-party"}
+
+
+def test_C2_1_client_without_a_certificate_cannot_connect(rt: Runtime) -> None:
+    with running(*build(rt, "test")) as port, pytest.raises(REFUSED):
+        _get(rt, port, None)
+
+
+def test_C3_2_certificate_of_another_ca_is_refused(rt: Runtime, tmp_path: Path) -> None:
+    other_ca = CertificateAuthority.create(settings_for(tmp_path / "other"), SystemClock())
+    stranger = _issue(rt, "stranger", ca=other_ca)
+    with running(*build(rt, "test")) as port, pytest.raises(REFUSED):
+        _get(rt, port, stranger)
+
+
+def test_C3_2_certificate_revoked_before_start_fails_the_handshake(rt: Runtime) -> None:
+    _issue(rt, "acme")
+    gone = _issue(rt, "gone")
+    _revoke(rt, "gone")
+    with running(*build(rt, "test")) as port:
+        assert _get(rt, port, _issue(rt, "acme-2")).status_code == 200
+        with pytest.raises(REFUSED):
+            _get(rt, port, gone)
+
+
+def test_C3_2_certificate_revoked_while_running_is_refused_at_once(rt: Runtime) -> None:
+    ems = _issue(rt, "grid-ems", role="ems")
+    with running(*build(rt, "test")) as port:
+        assert _get(rt, port, ems).status_code == 200
+        _revoke(rt, "grid-ems")
+        response = _get(rt, port, ems)
+    assert response.status_code == 403
+    assert response.json()["error"] == "Forbidden"
+    assert "revoked" in response.json()["detail"]
+
+
+def test_C2_1_tls_1_2_is_refused(rt: Runtime) -> None:
+    acme = _issue(rt, "acme")
+    ctx = ssl.create_default_context(cafile=str(rt.settings.ca_dir / "ca.pem"))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(acme.cert_path, acme.key_path)
+    with running(*build(rt, "test")) as port, pytest.raises(REFUSED):
+        _get(rt, port, acme, ctx)
+
+
+def test_C3_2_expired_certificate_is_refused(rt: Runtime) -> None:
+    past = FixedClock(rt.clock.now() - timedelta(days=10))
+    expired = _issue(rt, "expired", ca=CertificateAuthority(rt.settings, past), days=1)
+    with running(*build(rt, "test")) as port, pytest.raises(REFUSED):
+        _get(rt, port, expired)
+
+
+def test_server_certificate_is_issued_once_with_the_broker_role(rt: Runtime) -> None:
+    build(rt, "test")
+    build(rt, "test")
+    with rt.db.transaction() as session:
+        names = [c.name for c in CertificateAuthority(rt.settings, rt.clock).certificates(session)]
+    assert names == ["broker-server"]
