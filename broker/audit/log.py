@@ -9,11 +9,12 @@ few indexed reads. On PostgreSQL rows go in with COPY; on SQLite with executeman
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, insert, select, tuple_, update
+from sqlalchemy import Table, select, tuple_, update
 from sqlmodel import Session
 
 from broker.audit.events import AuditEvent
@@ -31,14 +32,18 @@ from broker.audit.merkle import (
 from broker.audit.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
 from broker.audit.note import NoteSigner, format_checkpoint
 from broker.errors import BrokerError
-from broker.kit.canonical import canonical_json
+from broker.kit.canonical import canonical_json, canonical_text
 from broker.kit.clock import Clock, to_rfc3339
+
+_string: Callable[[str], str] = json.encoder.encode_basestring
 
 TILE_HEIGHT = 8
 TILE = 1 << TILE_HEIGHT
 ENTRY_VERSION = 1
 
-_ENTRY_COLS = ("seq", "leaf_hash", "event_type", "at_us", "body")
+_COLUMNS = "seq, leaf_hash, event_type, at_us, body"
+_SQLITE_INSERT_ENTRY = f"INSERT INTO audit_entry ({_COLUMNS}) VALUES (?,?,?,?,?)"  # noqa: S608
+_PG_COPY_ENTRY = f"COPY audit_entry ({_COLUMNS}) FROM STDIN"
 ENTRY: Table = AuditEntry.metadata.tables["audit_entry"]
 NODE: Table = AuditNode.metadata.tables["audit_node"]
 HEAD: Table = AuditHead.metadata.tables["audit_head"]
@@ -55,19 +60,37 @@ class StoredCheckpoint:
     note: str
 
 
-def entry_body(seq: int, event: AuditEvent, time: str) -> bytes:
-    """The canonical JSON bytes that are hashed into the tree for one entry."""
-    return canonical_json(
-        {
-            "v": ENTRY_VERSION,
-            "seq": seq,
-            "type": event.type,
-            "actor": event.actor,
-            "subject": event.subject,
-            "time": time,
-            "details": dict(event.details),
-        }
-    )
+def entry_body(seq: int, event: AuditEvent, time: str) -> str:
+    """The canonical JSON (RFC 8785) bytes hashed into the tree for one entry.
+
+    The envelope's keys are fixed and already in RFC 8785 order, so only the values are encoded
+    here and ``details`` goes through ``canonical_json``; ``test_entry_body_is_rfc8785`` checks
+    the result against the full canonicaliser.
+    """
+    try:
+        subject = "null" if event.subject is None else _string(event.subject)
+        text = (
+            f'{{"actor":{_string(event.actor)},"details":'
+            f"{canonical_text(event.details)},"
+            f'"seq":{seq:d},"subject":{subject},"time":{_string(time)},'
+            f'"type":{_string(event.type)},"v":{ENTRY_VERSION}}}'
+        )
+        text.encode("utf-8")  # a lone surrogate fails here
+    except UnicodeEncodeError:  # let the canonicaliser refuse it with its message
+        return canonical_json(_entry_object(seq, event, time)).decode("utf-8")
+    return text
+
+
+def _entry_object(seq: int, event: AuditEvent, time: str) -> dict[str, object]:
+    return {
+        "v": ENTRY_VERSION,
+        "seq": seq,
+        "type": event.type,
+        "actor": event.actor,
+        "subject": event.subject,
+        "time": time,
+        "details": dict(event.details),
+    }
 
 
 class AuditLog:
@@ -88,9 +111,9 @@ class AuditLog:
         rows, leaves = [], []
         for seq, event in enumerate(events, start=size):
             body = entry_body(seq, event, time)
-            leaf = leaf_hash(body)
+            leaf = leaf_hash(body.encode("utf-8"))
             leaves.append(leaf)
-            rows.append((seq, leaf, event.type, at_us, body.decode("utf-8")))
+            rows.append((seq, leaf, event.type, at_us, body))
         nodes = self._completed_nodes(session, size, leaves)
         self._insert(session, rows, nodes)
         new_size = size + len(events)
@@ -145,7 +168,7 @@ class AuditLog:
         if conn.dialect.name == "postgresql":
             raw = conn.connection.driver_connection
             with raw.cursor() as cur:  # type: ignore[union-attr]
-                with cur.copy(f"COPY audit_entry ({', '.join(_ENTRY_COLS)}) FROM STDIN") as copy:
+                with cur.copy(_PG_COPY_ENTRY) as copy:
                     for row in rows:
                         copy.write_row(row)
                 if nodes:
@@ -153,11 +176,11 @@ class AuditLog:
                         for node in nodes:
                             copy.write_row(node)
             return
-        session.execute(insert(ENTRY), [dict(zip(_ENTRY_COLS, r, strict=True)) for r in rows])
+        raw = conn.connection.driver_connection  # sqlite3: skip per-row ORM work
+        assert raw is not None
+        raw.executemany(_SQLITE_INSERT_ENTRY, rows)
         if nodes:
-            session.execute(
-                insert(NODE), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes]
-            )
+            raw.executemany("INSERT INTO audit_node (level, idx, hash) VALUES (?,?,?)", nodes)
 
     def clock_now(self) -> datetime:
         return self._clock.now()

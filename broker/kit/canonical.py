@@ -19,9 +19,21 @@ from typing import Any
 import rfc8785
 
 _MAX_SAFE_INT = 2**53 - 1
-_encode = json.JSONEncoder(
-    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-).encode
+
+
+def _default(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# CPython's C encoder, built once (``json.dumps`` builds a new one per call): no circular check,
+# which ``_fast_ok`` makes moot (it recurses through the whole value first).
+_c_encoder = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, _default, json.encoder.encode_basestring, None, ":", ",", True, False, False
+)
+
+
+def _encode(value: Any) -> str:
+    return "".join(_c_encoder(value, 0))
 
 
 class CanonicalJSONError(ValueError):
@@ -29,22 +41,41 @@ class CanonicalJSONError(ValueError):
 
 
 def _fast_ok(value: Any) -> bool:
-    if isinstance(value, str) or value is None or isinstance(value, bool):
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
         return True
-    if isinstance(value, int):
-        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
-    if isinstance(value, dict):
+    if kind is int:
+        return bool(-_MAX_SAFE_INT <= value <= _MAX_SAFE_INT)
+    if kind is dict:
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str or (not key.isascii() and max(key) >= "\U00010000"):
                 return False
-            if not key.isascii() and max(key) >= "\U00010000":
-                return False
-            if not _fast_ok(item):
+            if not _scalar_ok(item) and not _fast_ok(item):
                 return False
         return True
-    if isinstance(value, list | tuple):
-        return all(_fast_ok(item) for item in value)
+    if kind is list or kind is tuple:
+        return all(_scalar_ok(item) or _fast_ok(item) for item in value)
     return False
+
+
+def _scalar_ok(item: Any) -> bool:
+    """Cheap accept for the common scalars (a False here still goes through ``_fast_ok``)."""
+    kind = type(item)
+    return kind is str or (kind is int and -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT)
+
+
+def canonical_text(value: Any) -> str:
+    """The RFC 8785 serialisation of ``value`` as text (encode as UTF-8 to hash or sign it)."""
+    if _fast_ok(value):
+        text = _encode(value)
+        if text.isascii():
+            return text
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let the library give its error
+    return _library(value).decode("utf-8")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -54,6 +85,10 @@ def canonical_json(value: Any) -> bytes:
             return _encode(value).encode("utf-8")
         except UnicodeEncodeError:
             pass  # a lone surrogate: let the library give its error
+    return _library(value)
+
+
+def _library(value: Any) -> bytes:
     try:
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:

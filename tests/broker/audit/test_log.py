@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
 from broker.audit.events import AuditEvent
-from broker.audit.log import AuditLog
+from broker.audit.log import AuditLog, entry_body
 from broker.audit.merkle import (
     MemoryTree,
     leaf_hash,
@@ -16,6 +18,7 @@ from broker.audit.merkle import (
     verify_inclusion,
 )
 from broker.audit.note import NoteVerifier, parse_checkpoint
+from broker.kit.canonical import CanonicalJSONError
 from broker.storage.db import Database
 
 
@@ -102,3 +105,30 @@ def test_checkpoint_is_signed_and_stored_once(database: Database, log: AuditLog)
     verifier = NoteVerifier.from_vkey(log.signer.verifier_key())
     parsed = parse_checkpoint(verifier.verify(first.note))
     assert (parsed.size, parsed.root) == (300, root_from_leaves(leaves))
+
+
+_text = st.text(max_size=12)
+_details = st.dictionaries(_text, st.none() | st.booleans() | st.integers() | _text, max_size=4)
+
+
+@given(st.integers(0, 2**40), _text, _text, st.none() | _text, _details)
+def test_entry_body_is_rfc8785(
+    seq: int, kind: str, actor: str, subject: str | None, details: dict[str, object]
+) -> None:
+    event = AuditEvent(kind, actor, subject, details)
+    expected = {
+        "v": 1,
+        "seq": seq,
+        "type": kind,
+        "actor": actor,
+        "subject": subject,
+        "time": "2026-11-24T12:00:00.000000Z",
+        "details": details,
+    }
+    try:
+        want = rfc8785.dumps(expected).decode("utf-8")
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(CanonicalJSONError):
+            entry_body(seq, event, "2026-11-24T12:00:00.000000Z")
+        return
+    assert entry_body(seq, event, "2026-11-24T12:00:00.000000Z") == want

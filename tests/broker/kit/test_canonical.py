@@ -10,7 +10,7 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.kit.canonical import CanonicalJSONError, canonical_json
+from broker.kit.canonical import CanonicalJSONError, canonical_json, canonical_text
 
 _scalars = (
     st.none()
@@ -37,6 +37,7 @@ def _agree(value: Any) -> None:
             canonical_json(value)
         return
     assert canonical_json(value) == expected
+    assert canonical_text(value) == expected.decode("utf-8")
 
 
 @given(_json)
@@ -63,3 +64,5 @@ def test_edge_cases_match_rfc8785_library(value: Any) -> None:
 def test_values_without_a_canonical_form_are_refused(value: Any) -> None:
     with pytest.raises(CanonicalJSONError):
         canonical_json(value)
+    with pytest.raises(CanonicalJSONError):
+        canonical_text(value)

@@ -29,7 +29,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "audit_entry",
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=False,
+            nullable=False,
+        ),
         sa.Column("leaf_hash", sa.LargeBinary(length=32), nullable=False),
         sa.Column("event_type", sa.String(length=64), nullable=False),
         sa.Column("at_us", sa.BigInteger(), nullable=False),
@@ -38,7 +43,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("audit_entry", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_audit_entry_at_us"), ["at_us"], unique=False)
-        batch_op.create_index(batch_op.f("ix_audit_entry_event_type"), ["event_type"], unique=False)
 
     audit_head = op.create_table(
         "audit_head",
@@ -101,7 +105,6 @@ def downgrade() -> None:
     op.drop_table("audit_node")
     op.drop_table("audit_head")
     with op.batch_alter_table("audit_entry", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_audit_entry_event_type"))
         batch_op.drop_index(batch_op.f("ix_audit_entry_at_us"))
 
     op.drop_table("audit_entry")
