@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import rfc8785
 from hypothesis import HealthCheck, given, settings
@@ -116,7 +118,7 @@ def test_entry_body_is_rfc8785(
     seq: int, kind: str, actor: str, subject: str | None, details: dict[str, object]
 ) -> None:
     event = AuditEvent(kind, actor, subject, details)
-    expected = {
+    expected: Any = {
         "v": 1,
         "seq": seq,
         "type": kind,
