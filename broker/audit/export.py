@@ -12,13 +12,13 @@ Format ``x1332-audit-export/1`` (also in ``docs/audit-export.md``), one JSON obj
 3. ``checkpoint``: the signed checkpoint every proof is against.
 4. optionally ``previous_checkpoint`` and ``consistency_proof`` (from ``--from-checkpoint``).
 5. ``entry`` lines: ``seq``, the ``entry`` object (its RFC 8785 form is the hashed leaf) and
-   ``proof`` (base64 inclusion proof against the checkpoint).
+   ``proof`` (the inclusion proof against the checkpoint: one base64 string of the
+   concatenated 32-byte hashes, leaf level first; the consistency proof is encoded alike).
 6. ``end``: the number of entries and the SHA-256 of every byte before this line.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -31,7 +31,13 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from broker.audit.bundle import FORMAT, entries_digest, manifest_statement, seq_ranges
+from broker.audit.bundle import (
+    FORMAT,
+    encode_proof,
+    entries_digest,
+    manifest_statement,
+    seq_ranges,
+)
 from broker.audit.log import ENTRY, AuditLog, AuditLogError
 from broker.audit.merkle import MemoryTree, ProofError, verify_consistency
 from broker.audit.note import NoteError, NoteVerifier, parse_checkpoint
@@ -61,10 +67,6 @@ class ExportSummary:
     tree_size: int
     root: bytes
     previous_size: int | None
-
-
-def _b64(items: list[bytes]) -> list[str]:
-    return [base64.b64encode(item).decode() for item in items]
 
 
 def _us(at: datetime) -> int:
@@ -167,7 +169,7 @@ def export_bundle(
                         "type": "consistency_proof",
                         "from": previous[0],
                         "to": size,
-                        "proof": _b64(previous[1]),
+                        "proof": encode_proof(previous[1]),
                     },
                 )
             for row in rows:
@@ -178,7 +180,7 @@ def export_bundle(
                         "type": "entry",
                         "seq": row.seq,
                         "entry": json.loads(row.body),
-                        "proof": _b64(prover.inclusion(row.seq)),
+                        "proof": encode_proof(prover.inclusion(row.seq)),
                     },
                 )
             end = {"type": "end", "entries": len(rows), "sha256": digest.hexdigest()}

@@ -137,21 +137,25 @@ def _check_hash(value: bytes, what: str) -> None:
 
 
 def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
-    """The root that ``proof`` commits ``leaf`` at ``index`` to, in a tree of ``size``."""
+    """The root that ``proof`` commits ``leaf`` at ``index`` to, in a tree of ``size``.
+
+    RFC 9162 section 2.1.3.2, with the hashing inlined: exports verify one proof per entry.
+    """
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is outside a tree of size {size}")
     _check_hash(leaf, "leaf hash")
+    if any(len(p) != HASH_LEN for p in proof):
+        raise ProofError(f"a proof hash is not {HASH_LEN} bytes")
     fn, sn, r = index, size - 1, leaf
     for p in proof:
-        _check_hash(p, "proof hash")
         if sn == 0:
             raise ProofError("inclusion proof is longer than the tree is deep")
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = _sha256(b"\x01" + p + r).digest()
             while not fn & 1 and fn:
                 fn, sn = fn >> 1, sn >> 1
         else:
-            r = node_hash(r, p)
+            r = _sha256(b"\x01" + r + p).digest()
         fn, sn = fn >> 1, sn >> 1
     if sn != 0:
         raise ProofError("inclusion proof is too short")
@@ -216,17 +220,24 @@ def verify_consistency(
 class MemoryTree:
     """All full-subtree hashes of a tree held in memory, for many proofs at once (exports).
 
-    ``levels[L][i]`` is the hash of the full subtree of height L with index i.
+    ``levels[L][i]`` is the hash of the full subtree of height L with index i; ``ragged[L]`` is
+    the hash of the incomplete subtree to their right at level L (None when there is none), so
+    an inclusion proof is one sibling lookup per level.
     """
 
     def __init__(self, leaves: Sequence[bytes]) -> None:
         self.size = len(leaves)
         self.levels: list[list[bytes]] = [list(leaves)]
-        while len(self.levels[-1]) > 1:
-            below = self.levels[-1]
-            self.levels.append(
-                [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
-            )
+        self.ragged: list[bytes | None] = [None]
+        while len(self.levels[-1]) > 1 or self.ragged[-1] is not None:
+            below, ragged = self.levels[-1], self.ragged[-1]
+            pairs = [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+            if len(below) % 2:
+                ragged = below[-1] if ragged is None else node_hash(below[-1], ragged)
+            self.levels.append(pairs)
+            self.ragged.append(ragged)
+            if not pairs:
+                break
 
     def node(self, level: int, index: int) -> bytes:
         return self.levels[level][index]
@@ -234,10 +245,21 @@ class MemoryTree:
     def root(self) -> bytes:
         if self.size == 0:
             return EMPTY_ROOT
-        return proof_from_source([(0, self.size)], self.node)[0]
+        top = len(self.levels) - 1
+        return self.levels[top][0] if self.levels[top] else self.ragged[top]  # type: ignore[return-value]
 
     def inclusion_proof(self, index: int) -> list[bytes]:
-        return proof_from_source(inclusion_ranges(index, self.size), self.node)
+        if not 0 <= index < self.size:
+            raise ProofError(f"leaf index {index} is outside a tree of size {self.size}")
+        proof: list[bytes] = []
+        for level in range(len(self.levels) - 1):
+            sibling, full = index ^ 1, self.levels[level]
+            if sibling < len(full):
+                proof.append(full[sibling])
+            elif sibling == len(full) and self.ragged[level] is not None:
+                proof.append(self.ragged[level])  # type: ignore[arg-type]
+            index >>= 1
+        return proof
 
     def consistency_proof(self, size1: int) -> list[bytes]:
         return proof_from_source(consistency_ranges(size1, self.size), self.node)

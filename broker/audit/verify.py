@@ -10,8 +10,6 @@ without it the key in the file is used and the report says so.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.audit.bundle import FORMAT, entries_digest, manifest_statement
+from broker.audit.bundle import FORMAT, decode_proof, entries_digest, manifest_statement
 from broker.audit.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
 from broker.audit.note import Checkpoint, NoteError, NoteVerifier, parse_checkpoint
 from broker.errors import BrokerError
@@ -75,12 +73,10 @@ def _parse(number: int, line: bytes) -> dict[str, Any]:
 
 
 def _proof(value: Any, where: str) -> list[bytes]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _fail(f"{where}: proof is not a list of base64 strings")
     try:
-        return [base64.b64decode(v, validate=True) for v in value]
-    except (binascii.Error, ValueError) as exc:
-        raise _fail(f"{where}: proof is not valid base64") from exc
+        return decode_proof(value)
+    except ValueError as exc:
+        raise _fail(f"{where}: {exc}") from exc
 
 
 def _expected_seqs(manifest: dict[str, Any]) -> Iterator[int]:

@@ -50,7 +50,14 @@ def _fast_ok(value: Any) -> bool:
         for key, item in value.items():
             if type(key) is not str or (not key.isascii() and max(key) >= "\U00010000"):
                 return False
-            if not _scalar_ok(item) and not _fast_ok(item):
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is int:
+                if -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT:
+                    continue
+                return False
+            if not _fast_ok(item):
                 return False
         return True
     if kind is list or kind is tuple:
