@@ -20,6 +20,7 @@ from sqlmodel import Session
 from broker.audit.events import AuditEvent
 from broker.audit.merkle import (
     EMPTY_ROOT,
+    MemoryTree,
     Range,
     consistency_ranges,
     fold_range,
@@ -218,19 +219,19 @@ class AuditLog:
         return found
 
     def _hashes_of(self, session: Session, size: int, ranges: Sequence[Range]) -> list[bytes]:
-        """Hashes of proof ranges: stored nodes in one query, low nodes from their tiles."""
+        """Hashes of proof ranges from one query: the stored nodes they need and the leaf
+        hashes of the (at most two) tiles their low nodes lie in."""
         plans = [full_nodes(a, b) for a, b in ranges]
         wanted = {n for plan in plans for n in plan}
-        known = self._stored_nodes(session, (n for n in wanted if n[0] >= TILE_HEIGHT))
-        tiles: dict[int, list[bytes]] = {}
-        for level, idx in (n for n in wanted if n[0] < TILE_HEIGHT):
-            start = idx << level
-            tile = start >> TILE_HEIGHT
-            if tile not in tiles:
-                first = tile * TILE
-                tiles[tile] = self._leaf_hashes(session, first, min(first + TILE, size))
-            offset = start - tile * TILE
-            known[(level, idx)] = root_from_leaves(tiles[tile][offset : offset + (1 << level)])
+        high = sorted(n for n in wanted if n[0] >= TILE_HEIGHT)
+        tiles = sorted({(ix << lv) >> TILE_HEIGHT for lv, ix in wanted if lv < TILE_HEIGHT})
+        spans = [(t * TILE, min(t * TILE + TILE, size)) for t in tiles]
+        known, leaves = _fetch(session, high, spans)
+        for tile, (first, end) in zip(tiles, spans, strict=True):
+            tree = MemoryTree([leaves[seq] for seq in range(first, end)])
+            for level, idx in wanted:
+                if level < TILE_HEIGHT and (idx << level) >> TILE_HEIGHT == tile:
+                    known[(level, idx)] = tree.node(level, idx - (tile << (TILE_HEIGHT - level)))
         return [fold_range([known[n] for n in plan]) for plan in plans]
 
     def root(self, session: Session, size: int) -> bytes:
@@ -258,3 +259,33 @@ class AuditLog:
         session.add(AuditCheckpoint(size=size, root=root, note=note, created_us=created))
         session.flush()
         return StoredCheckpoint(size, root, note)
+
+
+def _fetch(
+    session: Session, nodes: list[tuple[int, int]], spans: list[tuple[int, int]]
+) -> tuple[dict[tuple[int, int], bytes], dict[int, bytes]]:
+    """Stored nodes and leaf hashes of seq spans in one round trip, through the driver (the
+    ORM's per-row work would cost more than the query on this hot path)."""
+    conn = session.connection()
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    parts, params = [], []
+    if spans:
+        where = " OR ".join(f"(seq >= {mark} AND seq < {mark})" for _ in spans)
+        parts.append(f"SELECT -1, seq, leaf_hash FROM audit_entry WHERE {where}")  # noqa: S608
+        params += [bound for span in spans for bound in span]
+    if nodes:
+        values = ", ".join(f"({mark}, {mark})" for _ in nodes)
+        parts.append(
+            f"SELECT level, idx, hash FROM audit_node WHERE (level, idx) IN (VALUES {values})"  # noqa: S608
+        )
+        params += [part for node in nodes for part in node]
+    if not parts:
+        return {}, {}
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    rows = raw.execute(" UNION ALL ".join(parts), params).fetchall()
+    known = {(lv, ix): bytes(h) for lv, ix, h in rows if lv >= 0}
+    leaves = {ix: bytes(h) for lv, ix, h in rows if lv < 0}
+    if len(known) != len(nodes) or len(leaves) != sum(end - start for start, end in spans):
+        raise AuditLogError("the audit log's stored entries or nodes are incomplete")
+    return known, leaves

@@ -231,7 +231,10 @@ class MemoryTree:
         self.ragged: list[bytes | None] = [None]
         while len(self.levels[-1]) > 1 or self.ragged[-1] is not None:
             below, ragged = self.levels[-1], self.ragged[-1]
-            pairs = [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+            pairs = [
+                _sha256(b"\x01" + below[i] + below[i + 1]).digest()
+                for i in range(0, len(below) - 1, 2)
+            ]
             if len(below) % 2:
                 ragged = below[-1] if ragged is None else node_hash(below[-1], ragged)
             self.levels.append(pairs)
