@@ -1,7 +1,7 @@
 """Tables of the audit log: entries, stored Merkle nodes, the head, and signed checkpoints.
 
-Only full subtrees of height ``TILE_HEIGHT`` (8) and above are stored as nodes; hashes below
-that are recomputed from the ≤ 256 leaf hashes of one tile, which keeps appends to about one
+Only full subtrees of height ``TILE_HEIGHT`` (6) and above are stored as nodes; hashes below
+that are recomputed from the ≤ 64 leaf hashes of one tile, which keeps appends to about one
 row per entry while a proof still needs only a few indexed reads. Entries are indexed by
 sequence and time only: an export filters by type while it scans its time window, which keeps
 one more index off the append path.

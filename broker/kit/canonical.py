@@ -71,28 +71,26 @@ def _scalar_ok(item: Any) -> bool:
     return kind is str or (kind is int and -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT)
 
 
-def canonical_text(value: Any) -> str:
-    """The RFC 8785 serialisation of ``value`` as text (encode as UTF-8 to hash or sign it)."""
-    if _fast_ok(value):
-        text = _encode(value)
-        if text.isascii():
-            return text
-        try:
-            text.encode("utf-8")
-            return text
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: let the library give its error
-    return _library(value).decode("utf-8")
+def _fast(value: Any) -> bytes | None:
+    """The fast path's UTF-8 bytes, or None where the library must decide (a lone surrogate
+    cannot be encoded; anything ``_fast_ok`` refuses)."""
+    if not _fast_ok(value):
+        return None
+    try:
+        return _encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 def canonical_json(value: Any) -> bytes:
     """The RFC 8785 serialisation of ``value`` as UTF-8 bytes."""
-    if _fast_ok(value):
-        try:
-            return _encode(value).encode("utf-8")
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: let the library give its error
-    return _library(value)
+    fast = _fast(value)
+    return fast if fast is not None else _library(value)
+
+
+def canonical_text(value: Any) -> str:
+    """The RFC 8785 serialisation of ``value`` as text."""
+    return canonical_json(value).decode("utf-8")
 
 
 def _library(value: Any) -> bytes:
