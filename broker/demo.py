@@ -25,16 +25,12 @@ from broker.api.tls import client_context
 from broker.audit.events import AuditEvent
 from broker.audit.export import ExportFilters, export_bundle
 from broker.audit.verify import VerificationFailed, verify_bundle
-from broker.ca.authority import CertificateAuthority, Issued
+from broker.ca.authority import Issued
 from broker.ca.service import open_ca
 from broker.errors import ConfigurationError
-from broker.kit.clock import Clock
 from broker.runtime import (
     Runtime,
     audit_public_key_path,
-    init_keys,
-    prepare_data_dir,
-    upgrade_schema,
 )
 from broker.settings import Mode, Settings
 
@@ -132,13 +128,6 @@ def audit_burst(rt: Runtime, events: int, batch: int, tick: Callable[[int], None
         written += n
         tick(n)
     return written
-
-
-def initialise(settings: Settings, clock: Clock) -> None:
-    prepare_data_dir(settings)
-    init_keys(settings)
-    upgrade_schema(settings).dispose()
-    CertificateAuthority.create(settings, clock)
 
 
 def issue_certificates(rt: Runtime) -> dict[str, Issued]:

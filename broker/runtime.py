@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.audit.log import AuditLog
 from broker.audit.note import NoteSigner
+from broker.ca.authority import CertificateAuthority
 from broker.errors import ConfigurationError, KeyError_
 from broker.keys.files import read_b64_key, read_secret_file, write_b64_key, write_secret_file
 from broker.keys.provider import FileKeyProvider
@@ -99,6 +100,16 @@ class Runtime:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def initialise(settings: Settings, clock: Clock) -> None:
+    """Create what is missing of the data directory, keys, schema and CA (safe to repeat)."""
+    prepare_data_dir(settings)
+    if not keys_initialised(settings):
+        init_keys(settings)
+    upgrade_schema(settings).dispose()
+    if not (settings.ca_dir / "ca.pem").exists():
+        CertificateAuthority.create(settings, clock)
 
 
 def upgrade_schema(settings: Settings) -> Database:

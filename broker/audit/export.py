@@ -41,7 +41,7 @@ from broker.audit.bundle import (
 from broker.audit.log import ENTRY, AuditLog, AuditLogError
 from broker.audit.merkle import MemoryTree, ProofError, verify_consistency
 from broker.audit.note import NoteError, NoteVerifier, parse_checkpoint
-from broker.kit.clock import to_rfc3339
+from broker.kit.clock import to_rfc3339, to_us
 
 _MEMORY_TREE_FROM = 256  # entries; fewer are proven one by one from stored nodes
 
@@ -69,16 +69,12 @@ class ExportSummary:
     previous_size: int | None
 
 
-def _us(at: datetime) -> int:
-    return int(at.timestamp() * 1_000_000)
-
-
 def _select(filters: ExportFilters, size: int) -> Any:
     query = select(ENTRY.c.seq, ENTRY.c.leaf_hash, ENTRY.c.body).where(ENTRY.c.seq < size)
     if filters.since is not None:
-        query = query.where(ENTRY.c.at_us >= _us(filters.since))
+        query = query.where(ENTRY.c.at_us >= to_us(filters.since))
     if filters.until is not None:
-        query = query.where(ENTRY.c.at_us < _us(filters.until))
+        query = query.where(ENTRY.c.at_us < to_us(filters.until))
     if filters.types:
         query = query.where(ENTRY.c.event_type.in_(filters.types))
     return query.order_by(ENTRY.c.seq)
@@ -172,17 +168,12 @@ def export_bundle(
                         "proof": encode_proof(previous[1]),
                     },
                 )
-            for row in rows:
-                _write(
-                    fh,
-                    digest,
-                    {
-                        "type": "entry",
-                        "seq": row.seq,
-                        "entry": json.loads(row.body),
-                        "proof": encode_proof(prover.inclusion(row.seq)),
-                    },
-                )
+            for row in rows:  # the stored body is already canonical JSON: no parse, no dump
+                proof = encode_proof(prover.inclusion(row.seq))
+                line = f'{{"type":"entry","seq":{row.seq},"entry":{row.body},"proof":"{proof}"}}\n'
+                data = line.encode("utf-8")
+                digest.update(data)
+                fh.write(data)
             end = {"type": "end", "entries": len(rows), "sha256": digest.hexdigest()}
             fh.write(json.dumps(end, separators=(",", ":")).encode() + b"\n")
             fh.flush()

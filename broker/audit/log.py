@@ -34,7 +34,7 @@ from broker.audit.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNod
 from broker.audit.note import NoteSigner, format_checkpoint
 from broker.errors import BrokerError
 from broker.kit.canonical import canonical_json, canonical_text
-from broker.kit.clock import Clock, to_rfc3339
+from broker.kit.clock import Clock, to_rfc3339, to_us
 
 _string: Callable[[str], str] = json.encoder.encode_basestring
 
@@ -108,7 +108,7 @@ class AuditLog:
             return []
         size = self._lock_head(session)
         now = self._clock.now()
-        time, at_us = to_rfc3339(now), int(now.timestamp() * 1_000_000)
+        time, at_us = to_rfc3339(now), to_us(now)
         rows, leaves = [], []
         for seq, event in enumerate(events, start=size):
             body = entry_body(seq, event, time)
@@ -255,7 +255,7 @@ class AuditLog:
             return StoredCheckpoint(stored.size, stored.root, stored.note)
         root = self.root(session, size)
         note = self.signer.sign(format_checkpoint(self.origin, size, root))
-        created = int(self._clock.now().timestamp() * 1_000_000)
+        created = to_us(self._clock.now())
         session.add(AuditCheckpoint(size=size, root=root, note=note, created_us=created))
         session.flush()
         return StoredCheckpoint(size, root, note)

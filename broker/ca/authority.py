@@ -13,7 +13,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -26,7 +26,7 @@ from broker.audit.events import AuditEvent, AuditSink
 from broker.ca.models import IssuedCertificate
 from broker.errors import BrokerError, ConfigurationError, NotFound
 from broker.keys.files import read_secret_file, write_secret_file
-from broker.kit.clock import Clock
+from broker.kit.clock import Clock, from_us, to_us
 from broker.settings import Settings
 
 ROLES = ("mdms", "concentrator", "third-party", "ems", "broker", "regulator")
@@ -46,10 +46,6 @@ class Issued:
     role: str
     cert_path: Path
     key_path: Path | None
-
-
-def _us(at: datetime) -> int:
-    return int(at.timestamp() * 1_000_000)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -230,8 +226,8 @@ class CertificateAuthority:
                 name=name,
                 role=role,
                 fingerprint_sha256=fingerprint(cert),
-                not_before_us=_us(cert.not_valid_before_utc),
-                not_after_us=_us(cert.not_valid_after_utc),
+                not_before_us=to_us(cert.not_valid_before_utc),
+                not_after_us=to_us(cert.not_valid_after_utc),
                 pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
             )
         )
@@ -278,7 +274,7 @@ class CertificateAuthority:
             raise NotFound(
                 f"no unrevoked certificate with {f'serial {serial}' if serial else f'name {name}'}"
             )
-        now = _us(self._clock.now())
+        now = to_us(self._clock.now())
         for row in rows:
             row.revoked_us, row.revocation_reason = now, reason
             session.add(row)
@@ -310,7 +306,7 @@ class CertificateAuthority:
             entry = (
                 x509.RevokedCertificateBuilder()
                 .serial_number(int(row.serial, 16))
-                .revocation_date(datetime.fromtimestamp(row.revoked_us / 1e6, tz=now.tzinfo))
+                .revocation_date(from_us(row.revoked_us))
                 .build()
             )
             builder = builder.add_revoked_certificate(entry)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,7 @@ from rich.table import Table
 from broker.ca.authority import ROLES, CAError, CertificateAuthority
 from broker.ca.service import open_ca
 from broker.cli.common import actor, console, runtime
-from broker.kit.clock import SystemClock
+from broker.kit.clock import SystemClock, from_us
 from broker.settings import load_settings
 
 app = typer.Typer(help="The private certificate authority for mutual TLS.", no_args_is_help=True)
@@ -82,7 +81,7 @@ def list_() -> None:
         rows = open_ca(rt).certificates(session)
     table = Table("name", "role", "serial", "expires", "state")
     for row in rows:
-        expires = datetime.fromtimestamp(row.not_after_us / 1e6, UTC).date().isoformat()
+        expires = from_us(row.not_after_us).date().isoformat()
         state = "revoked" if row.revoked_us else "valid"
         table.add_row(row.name, row.role, row.serial, expires, state)
     console.print(table)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from broker.ca.authority import CertificateAuthority
 from broker.cli.common import console
 from broker.kit.clock import SystemClock
-from broker.runtime import init_keys, keys_initialised, prepare_data_dir, upgrade_schema
+from broker.runtime import initialise, upgrade_schema
 from broker.settings import load_settings
 from broker.storage import migrate
 from broker.storage.db import Database
@@ -37,10 +36,5 @@ def status() -> None:
 def init() -> None:
     """Create the data directory, keys, CA and database schema (safe to run again)."""
     settings = load_settings()
-    prepare_data_dir(settings)
-    if not keys_initialised(settings):
-        init_keys(settings)
-    upgrade_schema(settings).dispose()
-    if not (settings.ca_dir / "ca.pem").exists():
-        CertificateAuthority.create(settings, SystemClock())
+    initialise(settings, SystemClock())
     console.print(f"initialised {settings.data_dir.resolve()}")

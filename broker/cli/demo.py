@@ -12,7 +12,7 @@ from rich.table import Table
 from broker import demo as story
 from broker.cli.common import console
 from broker.kit.clock import SystemClock
-from broker.runtime import Runtime
+from broker.runtime import Runtime, initialise
 
 
 def demo(
@@ -36,7 +36,7 @@ def demo(
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("initialise data directory, keys, CA, database", total=1)
         with report.step("initialise") as step:
-            story.initialise(settings, clock)
+            initialise(settings, clock)
             step["data_dir"] = str(settings.data_dir)
         progress.advance(task)
         rt = Runtime.open(settings, clock)

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from broker.audit.events import AuditEvent, AuditSink
 from broker.errors import KeyError_
 from broker.keys.models import DataKey
-from broker.kit.clock import Clock
+from broker.kit.clock import Clock, to_us
 from broker.kit.envelope import KeyProvider, KeyRing, UnknownKeyError, WrappedKey, new_data_key
 from broker.kit.ids import SubjectHasher, new_id
 
@@ -33,10 +33,6 @@ class RewrapReport:
     rewrapped: int
     to_kek: str
     from_keks: dict[str, int]
-
-
-def _us(clock: Clock) -> int:
-    return int(clock.now().timestamp() * 1_000_000)
 
 
 def _wrap_context(row: DataKey) -> bytes:
@@ -71,7 +67,7 @@ class DataKeys:
             key_ref=new_id("dk"),
             subject_hash=subject_hash,
             version=version,
-            created_us=_us(self._clock),
+            created_us=to_us(self._clock.now()),
         )
         wrapped = self._provider.wrap(new_data_key(), _wrap_context(row))
         row.kek_id, row.wrapped = wrapped.kek_id, wrapped.blob
@@ -109,7 +105,7 @@ class DataKeys:
         """Crypto-shred: drop every wrapped key of ``subject``; returns how many were destroyed."""
         subject_hash = self._hash(subject)
         live = [row for row in self._versions(session, subject_hash) if row.wrapped is not None]
-        now = _us(self._clock)
+        now = to_us(self._clock.now())
         for row in live:
             row.wrapped, row.kek_id, row.destroyed_us = None, None, now
             session.add(row)

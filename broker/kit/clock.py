@@ -45,3 +45,17 @@ def parse_rfc3339(text: str) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"time {text!r} has no UTC offset")
     return value.astimezone(UTC)
+
+
+def to_us(at: datetime) -> int:
+    """Microseconds since the Unix epoch: how times are stored (identical on every backend)."""
+    if at.tzinfo is None:
+        raise ValueError("naive datetime: give a timezone-aware time")
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

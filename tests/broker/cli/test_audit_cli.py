@@ -9,16 +9,11 @@ import pytest
 from broker.cli.main import main
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "var"
-    monkeypatch.setenv("BROKER_DATA_DIR", str(path))
-    monkeypatch.delenv("BROKER_DATABASE_URL", raising=False)
-    monkeypatch.delenv("BROKER_MODE", raising=False)
+@pytest.fixture(autouse=True)
+def three_customers(data_dir: Path) -> None:
     assert main(["init"]) == 0
     for subject in ("c1", "c2", "c3"):
         assert main(["keys", "rotate", "--subject", subject]) == 0
-    return path
 
 
 def test_export_then_verify_with_the_pinned_key(

@@ -11,15 +11,6 @@ import pytest
 from broker.cli.main import main
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "var"
-    monkeypatch.setenv("BROKER_DATA_DIR", str(path))
-    monkeypatch.delenv("BROKER_DATABASE_URL", raising=False)
-    monkeypatch.delenv("BROKER_MODE", raising=False)
-    return path
-
-
 def test_C1_6_init_creates_private_key_files(data_dir: Path) -> None:
     assert main(["init"]) == 0
     for name in ("kek-v0001.key", "subject-hash.key", "audit-signing.key"):
