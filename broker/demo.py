@@ -150,8 +150,11 @@ def _healthz(ca_pem: Path, port: int, who: Issued | None) -> str:
         with httpx.Client(verify=ctx, timeout=5) as client:
             response = client.get(f"https://127.0.0.1:{port}/healthz")
     except httpx.HTTPError as exc:
-        return f"refused ({type(exc).__name__})"
-    return f"HTTP {response.status_code} {response.json()}"
+        return f"refused at the TLS handshake ({type(exc).__name__})"
+    body = response.json()
+    if response.status_code == 200:
+        return f"HTTP 200, admitted as {body['peer']} (role {body['role']})"
+    return f"HTTP {response.status_code}: {body.get('detail')}"
 
 
 def mtls_checks(rt: Runtime, issued: dict[str, Issued]) -> dict[str, str]:

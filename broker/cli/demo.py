@@ -81,9 +81,7 @@ def _show(report: story.DemoReport) -> None:
     table = Table("step", "seconds", "result", title="broker demo")
     for step in report.steps:
         shown = {k: v for k, v in step.items() if k not in ("step", "seconds")}
-        table.add_row(
-            step["step"], str(step["seconds"]), "\n".join(f"{k}: {v}" for k, v in shown.items())
-        )
+        table.add_row(step["step"], str(step["seconds"]), "\n".join(_lines(shown)))
     console.print(table)
 
 
