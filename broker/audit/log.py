@@ -9,6 +9,7 @@ few indexed reads. On PostgreSQL rows go in with COPY; on SQLite with executeman
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -26,17 +27,17 @@ from broker.audit.merkle import (
     fold_range,
     full_nodes,
     inclusion_ranges,
-    leaf_hash,
     node_hash,
     root_from_leaves,
 )
 from broker.audit.models import AuditCheckpoint, AuditEntry, AuditHead, AuditNode
 from broker.audit.note import NoteSigner, format_checkpoint
 from broker.errors import BrokerError
-from broker.kit.canonical import canonical_json, canonical_text
+from broker.kit.canonical import CanonicalJSONError, canonical_text
 from broker.kit.clock import Clock, to_rfc3339, to_us
 
 _string: Callable[[str], str] = json.encoder.encode_basestring
+_sha256 = hashlib.sha256
 
 TILE_HEIGHT = 6
 TILE = 1 << TILE_HEIGHT
@@ -62,36 +63,27 @@ class StoredCheckpoint:
 
 
 def entry_body(seq: int, event: AuditEvent, time: str) -> str:
-    """The canonical JSON (RFC 8785) bytes hashed into the tree for one entry.
+    """The canonical JSON (RFC 8785) text hashed into the tree for one entry."""
+    return _entry(seq, event, f',"time":{_string(time)},"type":')[0]
+
+
+def _entry(seq: int, event: AuditEvent, time_part: str) -> tuple[str, bytes]:
+    """An entry's canonical text and leaf hash.
 
     The envelope's keys are fixed and already in RFC 8785 order, so only the values are encoded
-    here and ``details`` goes through ``canonical_json``; ``test_entry_body_is_rfc8785`` checks
+    here and ``details`` goes through ``canonical_text``; ``test_entry_body_is_rfc8785`` checks
     the result against the full canonicaliser.
     """
+    subject = "null" if event.subject is None else _string(event.subject)
+    text = (
+        f'{{"actor":{_string(event.actor)},"details":{canonical_text(event.details)},'
+        f'"seq":{seq:d},"subject":{subject}{time_part}{_string(event.type)},"v":{ENTRY_VERSION}}}'
+    )
     try:
-        subject = "null" if event.subject is None else _string(event.subject)
-        text = (
-            f'{{"actor":{_string(event.actor)},"details":'
-            f"{canonical_text(event.details)},"
-            f'"seq":{seq:d},"subject":{subject},"time":{_string(time)},'
-            f'"type":{_string(event.type)},"v":{ENTRY_VERSION}}}'
-        )
-        text.encode("utf-8")  # a lone surrogate fails here
-    except UnicodeEncodeError:  # let the canonicaliser refuse it with its message
-        return canonical_json(_entry_object(seq, event, time)).decode("utf-8")
-    return text
-
-
-def _entry_object(seq: int, event: AuditEvent, time: str) -> dict[str, object]:
-    return {
-        "v": ENTRY_VERSION,
-        "seq": seq,
-        "type": event.type,
-        "actor": event.actor,
-        "subject": event.subject,
-        "time": time,
-        "details": dict(event.details),
-    }
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalJSONError(f"audit entry {seq} holds a lone surrogate: {exc}") from exc
+    return text, _sha256(b"\x00" + data).digest()
 
 
 class AuditLog:
@@ -109,10 +101,10 @@ class AuditLog:
         size = self._lock_head(session)
         now = self._clock.now()
         time, at_us = to_rfc3339(now), to_us(now)
+        time_part = f',"time":{_string(time)},"type":'
         rows, leaves = [], []
         for seq, event in enumerate(events, start=size):
-            body = entry_body(seq, event, time)
-            leaf = leaf_hash(body.encode("utf-8"))
+            body, leaf = _entry(seq, event, time_part)
             leaves.append(leaf)
             rows.append((seq, leaf, event.type, at_us, body))
         nodes = self._completed_nodes(session, size, leaves)

@@ -89,8 +89,14 @@ def canonical_json(value: Any) -> bytes:
 
 
 def canonical_text(value: Any) -> str:
-    """The RFC 8785 serialisation of ``value`` as text."""
-    return canonical_json(value).decode("utf-8")
+    """The RFC 8785 serialisation of ``value`` as text.
+
+    Fast path caveat: a lone surrogate is not caught here but when the caller encodes the text
+    as UTF-8 (``UnicodeEncodeError``); ``canonical_json`` checks it.
+    """
+    if _fast_ok(value):
+        return _encode(value)
+    return _library(value).decode("utf-8")
 
 
 def _library(value: Any) -> bytes:

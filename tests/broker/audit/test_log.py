@@ -134,3 +134,12 @@ def test_entry_body_is_rfc8785(
             entry_body(seq, event, "2026-11-24T12:00:00.000000Z")
         return
     assert entry_body(seq, event, "2026-11-24T12:00:00.000000Z") == want
+
+
+def test_event_that_is_not_valid_unicode_is_refused_and_nothing_lands(
+    database: Database, log: AuditLog
+) -> None:
+    with pytest.raises(CanonicalJSONError, match="lone surrogate"), database.transaction() as s:
+        log.record(s, [AuditEvent("ok", "x"), AuditEvent("bad", "x", None, {"v": "\ud800"})])
+    with database.transaction() as session:
+        assert log.size(session) == 0

@@ -64,5 +64,10 @@ def test_edge_cases_match_rfc8785_library(value: Any) -> None:
 def test_values_without_a_canonical_form_are_refused(value: Any) -> None:
     with pytest.raises(CanonicalJSONError):
         canonical_json(value)
+
+
+def test_canonical_text_leaves_a_lone_surrogate_to_the_utf8_encoder() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        canonical_text({"x": "\ud800"}).encode("utf-8")
     with pytest.raises(CanonicalJSONError):
-        canonical_text(value)
+        canonical_text({"x": math.nan})
