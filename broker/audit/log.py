@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,6 +87,19 @@ def _entry(seq: int, event: AuditEvent, time_part: str) -> tuple[str, bytes]:
     return text, _sha256(b"\x00" + data).digest()
 
 
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+_known_types: set[str] = set()
+
+
+def _check_types(events: Sequence[AuditEvent]) -> None:
+    """Event types are dotted lower-case names of at most 64 characters (checked once each)."""
+    for event in events:
+        if event.type not in _known_types:
+            if len(event.type) > 64 or not _EVENT_TYPE.fullmatch(event.type):
+                raise AuditLogError(f"invalid audit event type {event.type[:80]!r}")
+            _known_types.add(event.type)
+
+
 class AuditLog:
     def __init__(self, origin: str, signer: NoteSigner, clock: Clock) -> None:
         self.origin = origin
@@ -101,6 +115,7 @@ class AuditLog:
         size = self._lock_head(session)
         now = self._clock.now()
         time, at_us = to_rfc3339(now), to_us(now)
+        _check_types(events)
         time_part = f',"time":{_string(time)},"type":'
         rows, leaves = [], []
         for seq, event in enumerate(events, start=size):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from broker.audit.events import AuditEvent
-from broker.audit.log import AuditLog, entry_body
+from broker.audit.log import AuditLog, AuditLogError, entry_body
 from broker.audit.merkle import (
     MemoryTree,
     leaf_hash,
@@ -143,3 +143,25 @@ def test_event_that_is_not_valid_unicode_is_refused_and_nothing_lands(
         log.record(s, [AuditEvent("ok", "x"), AuditEvent("bad", "x", None, {"v": "\ud800"})])
     with database.transaction() as session:
         assert log.size(session) == 0
+
+
+def test_awkward_characters_are_stored_exactly(database: Database, log: AuditLog) -> None:
+    awkward = 'tab\there\nnew\\line\r"quote" \x00 \u2028 é 🙂'
+    event = AuditEvent("test.awkward_chars", awkward, awkward, {awkward: awkward})
+    with database.transaction() as session:
+        log.record(session, [event, event])
+        bodies = list(session.execute(text("SELECT body FROM audit_entry ORDER BY seq")).scalars())
+        kinds = list(session.execute(text("SELECT event_type FROM audit_entry")).scalars())
+        root = log.root(session, 2)
+    assert bodies == [entry_body(i, event, "2026-11-24T12:00:00.000000Z") for i in (0, 1)]
+    assert kinds == [event.type, event.type]
+    assert root == root_from_leaves([leaf_hash(b.encode()) for b in bodies])
+
+
+@pytest.mark.parametrize("kind", ["", "Upper.case", "tab\there", "a..b", "x" * 65, "trailing."])
+def test_malformed_event_types_are_refused(database: Database, log: AuditLog, kind: str) -> None:
+    with (
+        pytest.raises(AuditLogError, match="invalid audit event type"),
+        database.transaction() as s,
+    ):
+        log.record(s, [AuditEvent(kind, "x")])
