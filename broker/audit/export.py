@@ -39,7 +39,7 @@ from broker.audit.bundle import (
     seq_ranges,
 )
 from broker.audit.log import ENTRY, AuditLog, AuditLogError
-from broker.audit.merkle import MemoryTree, ProofError, verify_consistency
+from broker.audit.merkle import MemoryTree, ProofError, leaf_hash, verify_consistency
 from broker.audit.note import NoteError, NoteVerifier, parse_checkpoint
 from broker.kit.clock import to_rfc3339, to_us
 
@@ -70,7 +70,7 @@ class ExportSummary:
 
 
 def _select(filters: ExportFilters, size: int) -> Any:
-    query = select(ENTRY.c.seq, ENTRY.c.leaf_hash, ENTRY.c.body).where(ENTRY.c.seq < size)
+    query = select(ENTRY.c.seq, ENTRY.c.body).where(ENTRY.c.seq < size)
     if filters.since is not None:
         query = query.where(ENTRY.c.at_us >= to_us(filters.since))
     if filters.until is not None:
@@ -87,8 +87,9 @@ class _Prover:
         self._session, self._log, self._size = session, log, size
         self._tree: MemoryTree | None = None
         if count >= _MEMORY_TREE_FROM:
-            query = select(ENTRY.c.leaf_hash).where(ENTRY.c.seq < size).order_by(ENTRY.c.seq)
-            self._tree = MemoryTree(list(session.execute(query).scalars()))
+            query = select(ENTRY.c.body).where(ENTRY.c.seq < size).order_by(ENTRY.c.seq)
+            bodies = session.execute(query).scalars()
+            self._tree = MemoryTree([leaf_hash(body.encode("utf-8")) for body in bodies])
 
     def inclusion(self, seq: int) -> list[bytes]:
         if self._tree is not None:
@@ -145,7 +146,7 @@ def export_bundle(
         "tree_size": size,
         "entry_count": len(rows),
         "ranges": seq_ranges([r.seq for r in rows]),
-        "entries_sha256": entries_digest([(r.seq, r.leaf_hash) for r in rows]),
+        "entries_sha256": entries_digest([(r.seq, leaf_hash(r.body.encode())) for r in rows]),
     }
     manifest["signature"] = log.signer.sign(manifest_statement(manifest))
     prover = _Prover(session, log, size, len(rows))

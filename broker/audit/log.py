@@ -28,6 +28,7 @@ from broker.audit.merkle import (
     fold_range,
     full_nodes,
     inclusion_ranges,
+    leaf_hash,
     node_hash,
     root_from_leaves,
 )
@@ -44,8 +45,8 @@ TILE_HEIGHT = 6
 TILE = 1 << TILE_HEIGHT
 ENTRY_VERSION = 1
 
-_COLUMNS = "seq, leaf_hash, event_type, at_us, body"
-_SQLITE_INSERT_ENTRY = f"INSERT INTO audit_entry ({_COLUMNS}) VALUES (?,?,?,?,?)"  # noqa: S608
+_COLUMNS = "seq, event_type, at_us, body"
+_SQLITE_INSERT_ENTRY = f"INSERT INTO audit_entry ({_COLUMNS}) VALUES (?,?,?,?)"  # noqa: S608
 _PG_COPY_ENTRY = f"COPY audit_entry ({_COLUMNS}) FROM STDIN"
 ENTRY: Table = AuditEntry.metadata.tables["audit_entry"]
 NODE: Table = AuditNode.metadata.tables["audit_node"]
@@ -121,7 +122,7 @@ class AuditLog:
         for seq, event in enumerate(events, start=size):
             body, leaf = _entry(seq, event, time_part)
             leaves.append(leaf)
-            rows.append((seq, leaf, event.type, at_us, body))
+            rows.append((seq, event.type, at_us, body))
         nodes = self._completed_nodes(session, size, leaves)
         self._insert(session, rows, nodes)
         new_size = size + len(events)
@@ -169,7 +170,7 @@ class AuditLog:
     def _insert(
         self,
         session: Session,
-        rows: list[tuple[int, bytes, str, int, str]],
+        rows: list[tuple[int, str, int, str]],
         nodes: list[tuple[int, int, bytes]],
     ) -> None:
         conn = session.connection()
@@ -202,11 +203,11 @@ class AuditLog:
         if start >= end:
             return []
         query = (
-            select(ENTRY.c.leaf_hash)
+            select(ENTRY.c.body)
             .where(ENTRY.c.seq >= start, ENTRY.c.seq < end)
             .order_by(ENTRY.c.seq)
         )
-        found = list(session.execute(query).scalars())
+        found = [leaf_hash(body.encode("utf-8")) for body in session.execute(query).scalars()]
         if len(found) != end - start:
             raise AuditLogError(f"audit entries {start}..{end - 1} are missing from the database")
         return found
@@ -278,7 +279,8 @@ def _fetch(
     parts, params = [], []
     if spans:
         where = " OR ".join(f"(seq >= {mark} AND seq < {mark})" for _ in spans)
-        parts.append(f"SELECT -1, seq, leaf_hash FROM audit_entry WHERE {where}")  # noqa: S608
+        body = "convert_to(body, 'UTF8')" if mark == "%s" else "CAST(body AS BLOB)"
+        parts.append(f"SELECT -1, seq, {body} FROM audit_entry WHERE {where}")  # noqa: S608
         params += [bound for span in spans for bound in span]
     if nodes:
         where = " OR ".join(f"(level = {mark} AND idx = {mark})" for _ in nodes)
@@ -290,7 +292,7 @@ def _fetch(
     assert raw is not None
     rows = raw.execute(" UNION ALL ".join(parts), params).fetchall()
     known = {(lv, ix): bytes(h) for lv, ix, h in rows if lv >= 0}
-    leaves = {ix: bytes(h) for lv, ix, h in rows if lv < 0}
+    leaves = {ix: leaf_hash(bytes(body)) for lv, ix, body in rows if lv < 0}
     if len(known) != len(nodes) or len(leaves) != sum(end - start for start, end in spans):
         raise AuditLogError("the audit log's stored entries or nodes are incomplete")
     return known, leaves

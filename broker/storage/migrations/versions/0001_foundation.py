@@ -35,7 +35,6 @@ def upgrade() -> None:
             autoincrement=False,
             nullable=False,
         ),
-        sa.Column("leaf_hash", sa.LargeBinary(length=32), nullable=False),
         sa.Column("event_type", sa.String(length=64), nullable=False),
         sa.Column("at_us", sa.BigInteger(), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
