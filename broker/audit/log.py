@@ -269,6 +269,14 @@ class AuditLog:
         return StoredCheckpoint(size, root, note)
 
 
+def _leaf_sql(mark: str) -> str:
+    """PostgreSQL hashes the leaves itself (32 bytes back instead of a body); SQLite hands the
+    body over as bytes for Python to hash."""
+    if mark == "%s":
+        return "sha256('\\x00'::bytea || convert_to(body, 'UTF8'))"
+    return "CAST(body AS BLOB)"
+
+
 def _fetch(
     session: Session, nodes: list[tuple[int, int]], spans: list[tuple[int, int]]
 ) -> tuple[dict[tuple[int, int], bytes], dict[int, bytes]]:
@@ -279,8 +287,7 @@ def _fetch(
     parts, params = [], []
     if spans:
         where = " OR ".join(f"(seq >= {mark} AND seq < {mark})" for _ in spans)
-        body = "convert_to(body, 'UTF8')" if mark == "%s" else "CAST(body AS BLOB)"
-        parts.append(f"SELECT -1, seq, {body} FROM audit_entry WHERE {where}")  # noqa: S608
+        parts.append(f"SELECT -1, seq, {_leaf_sql(mark)} FROM audit_entry WHERE {where}")  # noqa: S608
         params += [bound for span in spans for bound in span]
     if nodes:
         where = " OR ".join(f"(level = {mark} AND idx = {mark})" for _ in nodes)
@@ -292,7 +299,8 @@ def _fetch(
     assert raw is not None
     rows = raw.execute(" UNION ALL ".join(parts), params).fetchall()
     known = {(lv, ix): bytes(h) for lv, ix, h in rows if lv >= 0}
-    leaves = {ix: leaf_hash(bytes(body)) for lv, ix, body in rows if lv < 0}
+    hashed = conn.dialect.name == "postgresql"
+    leaves = {ix: bytes(v) if hashed else leaf_hash(bytes(v)) for lv, ix, v in rows if lv < 0}
     if len(known) != len(nodes) or len(leaves) != sum(end - start for start, end in spans):
         raise AuditLogError("the audit log's stored entries or nodes are incomplete")
     return known, leaves
