@@ -47,7 +47,8 @@ ENTRY_VERSION = 1
 
 _COLUMNS = "seq, event_type, at_us, body"
 _SQLITE_INSERT_ENTRY = f"INSERT INTO audit_entry ({_COLUMNS}) VALUES (?,?,?,?)"  # noqa: S608
-_PG_COPY_ENTRY = f"COPY audit_entry ({_COLUMNS}) FROM STDIN"
+_PG_COPY_ENTRY = f"COPY audit_entry ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_PG_COPY_NODE = "COPY audit_node (level, idx, hash) FROM STDIN (FORMAT BINARY)"
 ENTRY: Table = AuditEntry.metadata.tables["audit_entry"]
 NODE: Table = AuditNode.metadata.tables["audit_node"]
 HEAD: Table = AuditHead.metadata.tables["audit_head"]
@@ -177,11 +178,13 @@ class AuditLog:
         if conn.dialect.name == "postgresql":
             raw = conn.connection.driver_connection
             with raw.cursor() as cur:  # type: ignore[union-attr]
-                with cur.copy(_PG_COPY_ENTRY) as copy:
+                with cur.copy(_PG_COPY_ENTRY) as copy:  # binary: ~1 µs a row less to parse
+                    copy.set_types(["int8", "text", "int8", "text"])
                     for row in rows:
                         copy.write_row(row)
                 if nodes:
-                    with cur.copy("COPY audit_node (level, idx, hash) FROM STDIN") as copy:
+                    with cur.copy(_PG_COPY_NODE) as copy:
+                        copy.set_types(["int2", "int8", "bytea"])
                         for node in nodes:
                             copy.write_row(node)
             return

@@ -42,7 +42,9 @@ def root_from_leaves(leaves: Sequence[bytes]) -> bytes:
         return EMPTY_ROOT
     level = list(leaves)
     while len(level) > 1:
-        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        nxt = [
+            _sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
