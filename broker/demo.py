@@ -159,9 +159,8 @@ def _healthz(ca_pem: Path, port: int, who: Issued | None) -> str:
 
 def mtls_checks(rt: Runtime, issued: dict[str, Issued]) -> dict[str, str]:
     """Who reaches /healthz over mutual TLS 1.3: the answer for each kind of caller."""
-    app, ctx = build(rt, ACTOR)
     ca_pem = rt.settings.ca_dir / "ca.pem"
-    with running(app, ctx) as port:
+    with running(build(rt, ACTOR)) as port:
         return {
             "third party with a valid certificate": _healthz(ca_pem, port, issued["acme-energy"]),
             "EMS with a valid certificate": _healthz(ca_pem, port, issued["grid-ems"]),

@@ -7,7 +7,6 @@ again against the current CRL. One error shape for every ``BrokerError``:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -55,10 +54,10 @@ async def _broker_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=exc.status_code)
 
 
-def create_app(crl_pem: Path) -> FastAPI:
+def create_app(revocations: RevocationCheck) -> FastAPI:
     errors: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
     app = FastAPI(title="Smart-meter data broker (ITU-T X.1332)", version="0.1.0", responses=errors)
-    app.state.revocations = RevocationCheck(crl_pem)
+    app.state.revocations = revocations
     app.add_exception_handler(BrokerError, _broker_error)
 
     @app.get("/healthz")

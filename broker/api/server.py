@@ -8,10 +8,13 @@ TLS object and sets ``scope["extensions"]["tls"]`` (the ASGI TLS extension) on e
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -19,9 +22,11 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from broker.api.app import create_app
-from broker.api.tls import server_context
+from broker.api.tls import RevocationCheck, server_context
 from broker.ca.service import open_ca, server_identity
 from broker.runtime import Runtime
+
+logger = logging.getLogger(__name__)
 
 
 class PeerCertH11Protocol(H11Protocol):
@@ -56,29 +61,80 @@ def make_server(app: FastAPI, ctx: ssl.SSLContext, host: str, port: int) -> uvic
     return uvicorn.Server(config)
 
 
+class CrlKeeper:
+    """Keeps a running server's CRL current from a background thread: polls ``crl.pem`` for
+    revocations made by other processes (``broker ca revoke``) and re-signs the CRL well before
+    its nextUpdate, so a long-running server never meets an expired CRL at the handshake."""
+
+    def __init__(
+        self,
+        revocations: RevocationCheck,
+        resign: Callable[[], None],
+        poll_s: float = 2.0,
+        resign_s: float = 12 * 3600,
+    ) -> None:
+        self._revocations, self._resign = revocations, resign
+        self._poll_s, self._resign_s = poll_s, resign_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="crl-keeper", daemon=True)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self._poll_s):
+            try:
+                if time.monotonic() - last >= self._resign_s:
+                    self._resign()
+                    last = time.monotonic()
+                self._revocations.refresh()
+            except Exception:  # keep serving; the per-request check still runs
+                logger.exception("could not refresh the CRL")
+
+    def __enter__(self) -> CrlKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+@dataclass
+class Served:
+    app: FastAPI
+    ctx: ssl.SSLContext
+    keeper: CrlKeeper
+
+
 @contextmanager
-def running(app: FastAPI, ctx: ssl.SSLContext, host: str = "127.0.0.1") -> Iterator[int]:
+def running(served: Served, host: str = "127.0.0.1") -> Iterator[int]:
     """Serve in a background thread on a free port (tests, the demo); yields the port."""
-    server = make_server(app, ctx, host, 0)
+    server = make_server(served.app, served.ctx, host, 0)
     thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started or not thread.is_alive():
-            break
-        threading.Event().wait(0.01)
-    if not server.started:
-        raise RuntimeError("the HTTPS server did not start")
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served.keeper:
+        thread.start()
+        for _ in range(500):
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.01)
+        if not server.started:
+            raise RuntimeError("the HTTPS server did not start")
+        try:
+            yield server.servers[0].sockets[0].getsockname()[1]
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
 
 
-def build(rt: Runtime, actor: str) -> tuple[FastAPI, ssl.SSLContext]:
-    """The app and its TLS context: fresh CRL, server certificate issued on first use."""
+def build(rt: Runtime, actor: str, poll_s: float = 2.0) -> Served:
+    """The app, its TLS context and CRL keeper: fresh CRL, server certificate on first use."""
     ca = open_ca(rt)
-    with rt.db.transaction() as session:
-        ca.refresh_crl(session)
+
+    def resign() -> None:
+        with rt.db.transaction() as session:
+            ca.refresh_crl(session)
+
+    resign()
     cert, key = server_identity(rt, ca, actor)
-    return create_app(ca.crl_path), server_context(ca.cert_path, ca.crl_path, cert, key)
+    ctx = server_context(ca.cert_path, ca.crl_path, cert, key)
+    revocations = RevocationCheck(ca.crl_path, ctx)
+    return Served(create_app(revocations), ctx, CrlKeeper(revocations, resign, poll_s))

@@ -2,12 +2,14 @@
 checked against the private CA and its CRL at the handshake.
 
 ``RevocationCheck`` repeats the CRL check per request from the current ``crl.pem`` (reloaded
-when the file changes), so a revocation takes effect on a running server without a restart.
+when the file changes) and feeds each new CRL to the TLS context, so a revocation takes effect on
+a running server without a restart.
 """
 
 from __future__ import annotations
 
 import ssl
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -58,18 +60,34 @@ def peer_from_pem(pem: str) -> Peer:
 
 
 class RevocationCheck:
-    """Serials revoked in the CA's current CRL, reloaded when ``crl.pem`` changes."""
+    """Serials revoked in the CA's current CRL, reloaded when ``crl.pem`` changes.
 
-    def __init__(self, crl_pem: Path) -> None:
+    With the server's TLS context it also hands each new CRL to OpenSSL, which prefers the most
+    recent CRL of an issuer: revocations then bite at the handshake too, and a re-signed CRL
+    replaces one that is about to pass its nextUpdate.
+    """
+
+    def __init__(self, crl_pem: Path, ctx: ssl.SSLContext | None = None) -> None:
         self._path = crl_pem
+        self._ctx = ctx
+        self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._revoked: frozenset[str] = frozenset()
 
-    def is_revoked(self, serial: str) -> bool:
+    def refresh(self) -> None:
         stat = self._path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp != self._stamp:
-            crl = x509.load_pem_x509_crl(self._path.read_bytes())
+        if stamp == self._stamp:
+            return
+        with self._lock:
+            pem = self._path.read_bytes()
+            crl = x509.load_pem_x509_crl(pem)
             self._revoked = frozenset(format(entry.serial_number, "x") for entry in crl)
+            if self._ctx is not None:
+                # cadata takes certificates only; a CRL must come from a file
+                self._ctx.load_verify_locations(cafile=self._path)
             self._stamp = stamp
+
+    def is_revoked(self, serial: str) -> bool:
+        self.refresh()
         return serial in self._revoked

@@ -8,6 +8,7 @@ revocation is an audit event.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import re
@@ -293,13 +294,31 @@ class CertificateAuthority:
         """Rewrite ``crl.pem`` from the database (fresh nextUpdate)."""
         return self.write_crl(self.revoked(session))
 
+    def _previous_crl(self) -> x509.CertificateRevocationList | None:
+        try:
+            return x509.load_pem_x509_crl(self.crl_path.read_bytes())
+        except (OSError, ValueError):
+            return None
+
     def write_crl(self, revoked: Sequence[IssuedCertificate]) -> Path:
+        """Sign a CRL listing ``revoked``. Each CRL is strictly newer (lastUpdate, CRL number)
+        than the one before: TLS stacks that hold several CRLs of an issuer pick the newest."""
         now = self._clock.now()
+        last_update, number = now - timedelta(minutes=5), 1
+        previous = self._previous_crl()
+        if previous is not None:
+            newer = previous.last_update_utc + timedelta(seconds=1)
+            # never in the future (a bursty revoker ties at worst; the per-request check holds)
+            last_update = min(max(last_update, newer), now - timedelta(minutes=1))
+            with contextlib.suppress(x509.ExtensionNotFound):
+                crl_number = previous.extensions.get_extension_for_class(x509.CRLNumber)
+                number = crl_number.value.crl_number + 1
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.cert.subject)
-            .last_update(now - timedelta(minutes=5))
+            .last_update(last_update)
             .next_update(now + CRL_VALIDITY)
+            .add_extension(x509.CRLNumber(number), critical=False)
         )
         for row in revoked:
             assert row.revoked_us is not None

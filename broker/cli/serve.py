@@ -16,7 +16,8 @@ def serve(
 ) -> None:
     """Run the HTTPS API (mutual TLS 1.3, client certificates from the broker's CA)."""
     with runtime() as rt:
-        app, ctx = build(rt, actor())
+        served = build(rt, actor())
         bind, at = host or rt.settings.host, port or rt.settings.port
         console.print(f"serving https://{bind}:{at} (TLS 1.3, client certificate required)")
-        make_server(app, ctx, bind, at).run()
+        with served.keeper:
+            make_server(served.app, served.ctx, bind, at).run()

@@ -4,6 +4,7 @@ unrevoked certificate of the broker's CA reach /healthz, over TLS 1.3 only."""
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -66,21 +67,21 @@ def _get(
 
 def test_C3_2_client_with_a_ca_certificate_reaches_healthz(rt: Runtime) -> None:
     acme = _issue(rt, "acme")
-    with running(*build(rt, "test")) as port:
+    with running(build(rt, "test")) as port:
         response = _get(rt, port, acme)
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "peer": "acme", "role": "third-party"}
 
 
 def test_C2_1_client_without_a_certificate_cannot_connect(rt: Runtime) -> None:
-    with running(*build(rt, "test")) as port, pytest.raises(REFUSED):
+    with running(build(rt, "test")) as port, pytest.raises(REFUSED):
         _get(rt, port, None)
 
 
 def test_C3_2_certificate_of_another_ca_is_refused(rt: Runtime, tmp_path: Path) -> None:
     other_ca = CertificateAuthority.create(settings_for(tmp_path / "other"), SystemClock())
     stranger = _issue(rt, "stranger", ca=other_ca)
-    with running(*build(rt, "test")) as port, pytest.raises(REFUSED):
+    with running(build(rt, "test")) as port, pytest.raises(REFUSED):
         _get(rt, port, stranger)
 
 
@@ -88,7 +89,7 @@ def test_C3_2_certificate_revoked_before_start_fails_the_handshake(rt: Runtime) 
     _issue(rt, "acme")
     gone = _issue(rt, "gone")
     _revoke(rt, "gone")
-    with running(*build(rt, "test")) as port:
+    with running(build(rt, "test")) as port:
         assert _get(rt, port, _issue(rt, "acme-2")).status_code == 200
         with pytest.raises(REFUSED):
             _get(rt, port, gone)
@@ -96,7 +97,7 @@ def test_C3_2_certificate_revoked_before_start_fails_the_handshake(rt: Runtime) 
 
 def test_C3_2_certificate_revoked_while_running_is_refused_at_once(rt: Runtime) -> None:
     ems = _issue(rt, "grid-ems", role="ems")
-    with running(*build(rt, "test")) as port:
+    with running(build(rt, "test", poll_s=3600)) as port:  # no background refresh: per request
         assert _get(rt, port, ems).status_code == 200
         _revoke(rt, "grid-ems")
         response = _get(rt, port, ems)
@@ -105,19 +106,41 @@ def test_C3_2_certificate_revoked_while_running_is_refused_at_once(rt: Runtime) 
     assert "revoked" in response.json()["detail"]
 
 
+def test_C3_2_revocation_reaches_the_handshake_of_a_running_server(rt: Runtime) -> None:
+    ems = _issue(rt, "grid-ems", role="ems")
+    with running(build(rt, "test", poll_s=0.05)) as port:
+        assert _get(rt, port, ems).status_code == 200
+        _revoke(rt, "grid-ems")  # as `broker ca revoke` would, from outside the server
+        time.sleep(0.5)
+        with pytest.raises(REFUSED):
+            _get(rt, port, ems)
+
+
+def test_resigned_crl_replaces_the_one_the_server_started_with(rt: Runtime) -> None:
+    acme = _issue(rt, "acme")
+    served = build(rt, "test", poll_s=0.05)
+    old = (rt.settings.ca_dir / "crl.pem").read_bytes()
+    with running(served) as port:
+        with rt.db.transaction() as session:
+            CertificateAuthority(rt.settings, rt.clock).refresh_crl(session)
+        time.sleep(0.3)
+        assert (rt.settings.ca_dir / "crl.pem").read_bytes() != old
+        assert _get(rt, port, acme).status_code == 200
+
+
 def test_C2_1_tls_1_2_is_refused(rt: Runtime) -> None:
     acme = _issue(rt, "acme")
     ctx = ssl.create_default_context(cafile=str(rt.settings.ca_dir / "ca.pem"))
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(acme.cert_path, acme.key_path)
-    with running(*build(rt, "test")) as port, pytest.raises(REFUSED):
+    with running(build(rt, "test")) as port, pytest.raises(REFUSED):
         _get(rt, port, acme, ctx)
 
 
 def test_C3_2_expired_certificate_is_refused(rt: Runtime) -> None:
     past = FixedClock(rt.clock.now() - timedelta(days=10))
     expired = _issue(rt, "expired", ca=CertificateAuthority(rt.settings, past), days=1)
-    with running(*build(rt, "test")) as port, pytest.raises(REFUSED):
+    with running(build(rt, "test")) as port, pytest.raises(REFUSED):
         _get(rt, port, expired)
 
 

@@ -152,3 +152,13 @@ def test_world_readable_ca_key_is_refused_outside_development(
 def test_missing_ca_tells_how_to_create_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="broker ca init"):
         CertificateAuthority(settings_for(tmp_path / "none"), FixedClock(NOW))
+
+
+def test_each_crl_is_newer_than_the_last(database: Database, ca: CertificateAuthority) -> None:
+    first = x509.load_pem_x509_crl(ca.crl_path.read_bytes())
+    with database.transaction() as session:
+        ca.refresh_crl(session)
+    second = x509.load_pem_x509_crl(ca.crl_path.read_bytes())
+    assert second.last_update_utc > first.last_update_utc
+    number = second.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number == first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
