@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, select, tuple_, update
+from sqlalchemy import Table, select, update
 from sqlmodel import Session
 
 from broker.audit.events import AuditEvent
@@ -90,16 +90,6 @@ def _entry(seq: int, event: AuditEvent, time_part: str) -> tuple[str, bytes]:
 
 
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
-_known_types: set[str] = set()
-
-
-def _check_types(events: Sequence[AuditEvent]) -> None:
-    """Event types are dotted lower-case names of at most 64 characters (checked once each)."""
-    for event in events:
-        if event.type not in _known_types:
-            if len(event.type) > 64 or not _EVENT_TYPE.fullmatch(event.type):
-                raise AuditLogError(f"invalid audit event type {event.type[:80]!r}")
-            _known_types.add(event.type)
 
 
 class AuditLog:
@@ -107,6 +97,15 @@ class AuditLog:
         self.origin = origin
         self.signer = signer
         self._clock = clock
+        self._known_types: set[str] = set()
+
+    def _check_types(self, events: Sequence[AuditEvent]) -> None:
+        """Event types are dotted lower-case names of at most 64 characters (checked once)."""
+        for event in events:
+            if event.type not in self._known_types:
+                if len(event.type) > 64 or not _EVENT_TYPE.fullmatch(event.type):
+                    raise AuditLogError(f"invalid audit event type {event.type[:80]!r}")
+                self._known_types.add(event.type)
 
     # ---- appending ---------------------------------------------------------------------------
 
@@ -114,10 +113,10 @@ class AuditLog:
         """Append ``events`` in the caller's transaction; returns their sequence numbers."""
         if not events:
             return []
+        self._check_types(events)
         size = self._lock_head(session)
         now = self._clock.now()
         time, at_us = to_rfc3339(now), to_us(now)
-        _check_types(events)
         time_part = f',"time":{_string(time)},"type":'
         rows, leaves = [], []
         for seq, event in enumerate(events, start=size):
@@ -166,7 +165,7 @@ class AuditLog:
             for lv in range(TILE_HEIGHT, size.bit_length())
             if (size >> lv) & 1
         ]
-        return self._stored_nodes(session, keys)
+        return _fetch(session, keys, [])[0]
 
     def _insert(
         self,
@@ -213,20 +212,6 @@ class AuditLog:
         found = [leaf_hash(body.encode("utf-8")) for body in session.execute(query).scalars()]
         if len(found) != end - start:
             raise AuditLogError(f"audit entries {start}..{end - 1} are missing from the database")
-        return found
-
-    def _stored_nodes(
-        self, session: Session, keys: Iterable[tuple[int, int]]
-    ) -> dict[tuple[int, int], bytes]:
-        wanted = list(keys)
-        if not wanted:
-            return {}
-        cols = tuple_(NODE.c.level, NODE.c.idx)
-        query = select(NODE.c.level, NODE.c.idx, NODE.c.hash).where(cols.in_(wanted))
-        found = {(lv, ix): h for lv, ix, h in session.execute(query)}
-        missing = set(wanted) - set(found)
-        if missing:
-            raise AuditLogError(f"stored Merkle nodes are missing: {sorted(missing)[:5]}")
         return found
 
     def _hashes_of(self, session: Session, size: int, ranges: Sequence[Range]) -> list[bytes]:
