@@ -1,0 +1,159 @@
+"""The spool: every closed batch is on disk before it is sent, so nothing is lost.
+
+A batch is written to a temporary file, fsynced, renamed into place and its directory fsynced:
+after a crash a spool file is whole or absent. The name keeps the order and carries the batch
+id, ``<seq, 16 digits>_<batch id>.dlmb``; the content is the encoded batch, exactly the body
+of the request. A file is deleted only after the MDMS answered 200. A batch the MDMS calls
+malformed (or a file that no longer decodes) moves to ``dead/`` with a ``.why`` note beside it
+and stays there for an operator. A spool opened on the same directory finds the pending batches
+again, in order, under the same ids.
+
+Not thread-safe: the concentrator serialises calls under its lock (``read`` excepted, which
+touches only the file of the oldest batch).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.dlms.batch import check_batch_id
+
+SUFFIX = ".dlmb"
+DEAD_DIR = "dead"
+_TEMP_SUFFIX = ".tmp"
+_NAME = re.compile(r"(\d{16})_([A-Za-z0-9._-]{1,64})\.dlmb")
+
+
+@dataclass(frozen=True)
+class SpooledBatch:
+    seq: int
+    batch_id: str
+    path: Path
+    size: int
+
+
+class Spool:
+    def __init__(self, directory: Path, pending: list[SpooledBatch], dead: list[SpooledBatch]):
+        self.directory = directory
+        self.dead_dir = directory / DEAD_DIR
+        self._pending = deque(pending)
+        self._pending_bytes = sum(b.size for b in pending)
+        self._dead_count, self._dead_bytes = len(dead), sum(b.size for b in dead)
+        self._next_seq = max((b.seq for b in [*pending, *dead]), default=0) + 1
+
+    @classmethod
+    def open(cls, directory: Path) -> Spool:
+        """The spool in ``directory`` (created 0700), with what an earlier run left in it."""
+        (directory / DEAD_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for leftover in directory.glob(f"*{_TEMP_SUFFIX}"):
+            leftover.unlink()  # a write that never reached its rename: the batch was not taken
+        return cls(directory, _scan(directory), _scan(directory / DEAD_DIR))
+
+    # ---- sizes -------------------------------------------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    @property
+    def dead_count(self) -> int:
+        return self._dead_count
+
+    @property
+    def dead_bytes(self) -> int:
+        return self._dead_bytes
+
+    @property
+    def used_bytes(self) -> int:
+        return self._pending_bytes + self._dead_bytes
+
+    # ---- batches -----------------------------------------------------------------------------
+
+    def append(self, body: bytes, id_prefix: str) -> SpooledBatch:
+        """Write a closed batch durably; its id is ``id_prefix`` followed by its sequence."""
+        seq = self._next_seq
+        batch_id = check_batch_id(f"{id_prefix}{seq}")
+        path = self.directory / f"{seq:016d}_{batch_id}{SUFFIX}"
+        _write_durably(path, body)
+        self._next_seq += 1
+        batch = SpooledBatch(seq, batch_id, path, len(body))
+        self._pending.append(batch)
+        self._pending_bytes += batch.size
+        return batch
+
+    def oldest(self) -> SpooledBatch | None:
+        return self._pending[0] if self._pending else None
+
+    def read(self, batch: SpooledBatch) -> bytes:
+        return batch.path.read_bytes()
+
+    def remove(self, batch: SpooledBatch) -> None:
+        """Forget the oldest batch: the MDMS answered it."""
+        self._pop(batch)
+        batch.path.unlink(missing_ok=True)
+
+    def dead_letter(self, batch: SpooledBatch, why: str) -> Path:
+        """Move the oldest batch to ``dead/`` with a note saying why; returns its new path."""
+        self._check_oldest(batch)
+        target = self.dead_dir / batch.path.name
+        _write_durably(target.with_suffix(".why"), why.encode() + b"\n")
+        os.replace(batch.path, target)
+        _fsync_dir(self.dead_dir)
+        self._pop(batch)
+        self._dead_count += 1
+        self._dead_bytes += batch.size
+        return target
+
+    def rescan_dead(self) -> None:
+        """Count the dead letters again (an operator may have taken some away)."""
+        dead = _scan(self.dead_dir)
+        self._dead_count, self._dead_bytes = len(dead), sum(b.size for b in dead)
+
+    def _check_oldest(self, batch: SpooledBatch) -> None:
+        if not self._pending or self._pending[0] != batch:
+            raise RuntimeError(f"batch {batch.batch_id} is not the oldest of the spool")
+
+    def _pop(self, batch: SpooledBatch) -> None:
+        self._check_oldest(batch)
+        self._pending.popleft()
+        self._pending_bytes -= batch.size
+
+
+def _scan(directory: Path) -> list[SpooledBatch]:
+    found = []
+    for path in directory.iterdir():
+        match = _NAME.fullmatch(path.name)
+        if match and path.is_file():
+            found.append(SpooledBatch(int(match[1]), match[2], path, path.stat().st_size))
+    return sorted(found, key=lambda b: b.seq)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    temp = path.with_name(path.name + _TEMP_SUFFIX)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
