@@ -26,6 +26,8 @@ from broker.kit.ids import SubjectHasher
 from broker.settings import Settings
 from broker.storage import migrate
 from broker.storage.db import Database
+from connectors.mdms.ingest import IngestPipeline
+from connectors.mdms.registry import MeterRegistry
 
 
 def subject_key_path(settings: Settings) -> Path:
@@ -84,6 +86,8 @@ class Runtime:
     kek: FileKeyProvider
     audit: AuditLog
     data_keys: DataKeys
+    meters: MeterRegistry
+    ingest: IngestPipeline
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -96,7 +100,10 @@ class Runtime:
         kek = FileKeyProvider(settings)
         audit = AuditLog(settings.audit_origin, load_audit_signer(settings), clock)
         db = Database.from_url(settings.db_url())
-        return cls(settings, db, clock, hasher, kek, audit, DataKeys(kek, audit, clock, hasher))
+        data_keys = DataKeys(kek, audit, clock, hasher)
+        meters = MeterRegistry(kek, data_keys, audit, clock, hasher)
+        ingest = IngestPipeline(meters, data_keys, audit, clock, hasher)
+        return cls(settings, db, clock, hasher, kek, audit, data_keys, meters, ingest)
 
     def close(self) -> None:
         self.db.dispose()

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, update
+from sqlalchemy import func, insert, update
 from sqlmodel import Session, col, select
 
 from broker.audit.events import AuditEvent, AuditSink
@@ -26,6 +26,9 @@ class KeyDestroyed(KeyError_):
     """The subject's data keys were destroyed (erased); its data cannot be read any more."""
 
     status_code = 410
+
+
+_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,65 @@ class DataKeys:
             session, [AuditEvent("key.data_key_created", actor, subject_hash, details)]
         )
         return row.key_ref
+
+    def current_refs(
+        self, session: Session, subjects: Sequence[str], actor: str = "system"
+    ) -> dict[str, str | None]:
+        """``current_ref`` for many subjects in a few queries: the live key reference of each,
+        created in bulk where a subject has none, and None where its keys were destroyed."""
+        hashes = {subject: self._hash(subject) for subject in subjects}
+        latest: dict[str, DataKey] = {}
+        wanted = sorted(set(hashes.values()))
+        for start in range(0, len(wanted), _CHUNK):
+            query = select(DataKey).where(
+                col(DataKey.subject_hash).in_(wanted[start : start + _CHUNK])
+            )
+            for row in session.exec(query):
+                known = latest.get(row.subject_hash)
+                if known is None or row.version > known.version:
+                    latest[row.subject_hash] = row
+        missing = [h for h in wanted if h not in latest]
+        created = self._create_many(session, missing, actor)
+        out: dict[str, str | None] = {}
+        for subject, subject_hash in hashes.items():
+            found = latest.get(subject_hash)
+            if found is None:
+                out[subject] = created[subject_hash]
+            else:
+                out[subject] = None if found.destroyed_us is not None else found.key_ref
+        return out
+
+    def _create_many(
+        self, session: Session, subject_hashes: list[str], actor: str
+    ) -> dict[str, str]:
+        if not subject_hashes:
+            return {}
+        now = to_us(self._clock.now())
+        rows, events = [], []
+        for subject_hash in subject_hashes:
+            row = DataKey(
+                key_ref=new_id("dk"), subject_hash=subject_hash, version=1, created_us=now
+            )
+            wrapped = self._provider.wrap(new_data_key(), _wrap_context(row))
+            row.kek_id, row.wrapped = wrapped.kek_id, wrapped.blob
+            rows.append(row.model_dump())
+            details = {"key_ref": row.key_ref, "version": 1, "kek_id": wrapped.kek_id}
+            events.append(AuditEvent("key.data_key_created", actor, subject_hash, details))
+        session.execute(insert(DataKey), rows)
+        self._audit.record(session, events)
+        return {row["subject_hash"]: row["key_ref"] for row in rows}
+
+    def load_many(self, session: Session, key_refs: Sequence[str]) -> dict[str, bytes]:
+        """Unwrapped data keys by reference; a destroyed or unknown key is left out."""
+        out: dict[str, bytes] = {}
+        wanted = sorted(set(key_refs))
+        for start in range(0, len(wanted), _CHUNK):
+            query = select(DataKey).where(col(DataKey.key_ref).in_(wanted[start : start + _CHUNK]))
+            for row in session.exec(query):
+                if row.wrapped is not None and row.kek_id is not None:
+                    wrapped = WrappedKey(row.kek_id, row.wrapped)
+                    out[row.key_ref] = self._provider.unwrap(wrapped, _wrap_context(row))
+        return out
 
     def rotate_subject(self, session: Session, subject: str, actor: str) -> str:
         """Start a new data-key version for new data; old versions still open old blocks."""

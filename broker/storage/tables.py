@@ -7,7 +7,8 @@ from sqlmodel import SQLModel
 from broker.audit import models as audit_models
 from broker.ca import models as ca_models
 from broker.keys import models as keys_models
+from connectors.mdms import models as mdms_models
 
 metadata = SQLModel.metadata
 
-__all__ = ["audit_models", "ca_models", "keys_models", "metadata"]
+__all__ = ["audit_models", "ca_models", "keys_models", "mdms_models", "metadata"]

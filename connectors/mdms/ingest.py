@@ -1,0 +1,558 @@
+"""MDMS ingest: every frame of a batch answered accepted, duplicate or rejected (C1.5, T2, T3).
+
+One batch is one transaction (the caller's): the meters of the batch are read (and locked) in
+one query, each frame is parsed, matched to its meter, verified and decrypted under the meter's
+keys (C1.3, C1.5), decoded, and checked:
+
+- parse errors → ``malformed``, ``truncated``, ``unprotected``, ``wrong_suite``;
+- unknown or retired system title → ``unknown_meter``; a tag that does not verify under any
+  usable key version → ``bad_tag`` (T2);
+- the body's system title differs from the envelope's → ``body_mismatch``;
+- interval ends too far in the future or past of the MDMS clock → ``clock_future``/``clock_past``;
+- a counter not above the last accepted under that key: a ``duplicate`` when every reading it
+  carries is already stored with the same values (a resend: at-least-once delivery), else
+  ``replay`` (T2: an old frame injected after newer ones).
+
+Accepted readings go through VEE (``connectors.mdms.vee``) and are merged into the meter's day
+blocks (``connectors.mdms.merge``), sealed under the customer's data key. The batch ends with
+one audit entry summarising it and one tally row per outcome, so a flood of bad frames becomes
+a few summary entries.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from broker.audit.events import AuditEvent, AuditSink
+from broker.keys.service import DataKeys
+from broker.kit.clock import Clock, to_us
+from broker.kit.envelope import KeyRing, key_ref_of
+from broker.kit.ids import SubjectHasher
+from connectors.dlms.frames import (
+    FrameRejected,
+    Reason,
+    data_notification_body,
+    open_ciphered,
+    parse_ciphered,
+)
+from connectors.dlms.profile import decode_body
+from connectors.mdms.block import DAY_S, Readings, block_context, day_of, decode_day, encode_day
+from connectors.mdms.merge import all_stored, merge
+from connectors.mdms.registry import ACTIVE, KeyState, MeterContext, MeterRegistry
+from connectors.mdms.sql import Raw
+from connectors.mdms.vee import Previous, Quality, VeeLimits, flag_names, validate
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    max_future_s: int = 900
+    """Interval ends later than this past the MDMS clock are refused (meter clock ahead)."""
+    max_age_s: int = 35 * 86_400
+    """Interval ends older than this are refused (stale or replayed history)."""
+    default_interval_s: int = 900
+    key_grace_s: int = 86_400
+    """How long frames under a superseded meter key still verify."""
+    vee: VeeLimits = field(default_factory=VeeLimits)
+
+
+@dataclass
+class FrameAnswer:
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+    readings: int = 0
+    flags: list[str] = field(default_factory=list)
+
+    def to_json(self, index: int) -> dict[str, Any]:
+        return {
+            "i": index,
+            "status": self.status,
+            "reason": self.reason,
+            "detail": self.detail,
+            "readings": self.readings,
+            "flags": self.flags,
+        }
+
+
+@dataclass
+class BatchResult:
+    batch_id: str
+    source: str
+    answers: list[FrameAnswer]
+    readings_stored: int = 0
+    estimates: int = 0
+    flagged: dict[str, int] = field(default_factory=dict)
+
+    def outcomes(self) -> Counter[str]:
+        """Frames per outcome: ``accepted``, ``duplicate`` or the rejection reason."""
+        return Counter(
+            a.reason if a.status == REJECTED and a.reason else a.status for a in self.answers
+        )
+
+    def count(self, status: str) -> int:
+        return sum(1 for a in self.answers if a.status == status)
+
+    def reasons(self) -> dict[str, int]:
+        return dict(Counter(a.reason for a in self.answers if a.reason is not None))
+
+    def to_json(self, frames: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "batch_id": self.batch_id,
+            "received": len(self.answers),
+            "accepted": self.count(ACCEPTED),
+            "duplicate": self.count(DUPLICATE),
+            "rejected": self.count(REJECTED),
+            "reasons": self.reasons(),
+            "readings_stored": self.readings_stored,
+            "estimates": self.estimates,
+            "flagged": self.flagged,
+        }
+        if frames:
+            body["frames"] = [a.to_json(i) for i, a in enumerate(self.answers)]
+        return body
+
+
+@dataclass
+class _Opened:
+    """A frame that verified and decoded; still to be placed."""
+
+    index: int
+    ctx: MeterContext
+    key: KeyState
+    ic: int
+    readings: Readings
+
+
+@dataclass
+class _Day:
+    existing: Readings | None = None
+    key_ref: str | None = None
+    incoming: list[Readings] = field(default_factory=list)
+    stored: Readings | None = None
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        registry: MeterRegistry,
+        data_keys: DataKeys,
+        audit: AuditSink,
+        clock: Clock,
+        hasher: SubjectHasher,
+        settings: IngestSettings | None = None,
+    ) -> None:
+        self._registry = registry
+        self._data_keys = data_keys
+        self._audit = audit
+        self._clock = clock
+        self._hash = hasher
+        self.settings = settings or IngestSettings()
+
+    def ingest(
+        self, session: Any, frames: Sequence[bytes], source: str, batch_id: str, actor: str
+    ) -> BatchResult:
+        """Answer every frame of a batch inside the caller's transaction (no commit here)."""
+        run = _Run(self, session, frames, source, batch_id)
+        result = run.execute()
+        self._record(session, result, run, actor)
+        return result
+
+    def _record(self, session: Any, result: BatchResult, run: _Run, actor: str) -> None:
+        day = int(to_us(self._clock.now()) // (DAY_S * 1_000_000))
+        outcomes = result.outcomes()
+        raw = Raw(session)
+        raw.executemany(
+            "INSERT INTO ingest_tally (day, source, outcome, frames) VALUES (?,?,?,?) "
+            "ON CONFLICT (day, source, outcome) DO UPDATE SET frames = ingest_tally.frames + "
+            "excluded.frames",
+            [(day, result.source[:120], outcome, n) for outcome, n in sorted(outcomes.items())],
+        )
+        details: dict[str, Any] = {
+            "batch_id": result.batch_id,
+            "source": result.source,
+            **{k: v for k, v in result.to_json(frames=False).items() if k != "batch_id"},
+            "rejected_meters": {
+                r: sorted(m)[:MAX_EXAMPLES] for r, m in run.rejected_meters.items()
+            },
+        }
+        self._audit.record(session, [AuditEvent("mdms.ingest_batch", actor, None, details)])
+
+
+class _Run:
+    """One batch's work: open frames, place their readings, write what changed."""
+
+    def __init__(
+        self,
+        pipeline: IngestPipeline,
+        session: Any,
+        frames: Sequence[bytes],
+        source: str,
+        batch_id: str,
+    ) -> None:
+        self.p = pipeline
+        self.session = session
+        self.frames = frames
+        self.now_us = to_us(pipeline._clock.now())
+        self.now_s = self.now_us // 1_000_000
+        self.answers: list[FrameAnswer | None] = [None] * len(frames)
+        self.result = BatchResult(batch_id, source, [])
+        self.rejected_meters: dict[str, set[str]] = defaultdict(set)
+        self.key_refs: dict[str, str | None] = {}
+        self.days: dict[tuple[str, int], _Day] = {}
+        self.horizon: dict[str, int] = {}
+        """Per meter, the last day that can hold a stored block (before this batch)."""
+        self.touched: dict[str, MeterContext] = {}
+
+    def reject(self, index: int, exc: FrameRejected, meter_id: str | None = None) -> None:
+        self.answers[index] = FrameAnswer(REJECTED, exc.reason.value, exc.detail)
+        if meter_id is not None and len(self.rejected_meters[exc.reason.value]) < MAX_EXAMPLES:
+            self.rejected_meters[exc.reason.value].add(self.p._hash(meter_id))
+
+    def execute(self) -> BatchResult:
+        envelopes = self._parse_all()
+        contexts = self.p._registry.load(self.session, [c[1] for c in envelopes.values()])
+        self.horizon = {
+            m: int((c.last_end_s - 1) // DAY_S) for m, c in contexts.items() if c.last_end_s
+        }
+        self._customer_keys(contexts)
+        opened = self._open_all(envelopes, contexts)
+        accepted, candidates = self._order(opened)
+        self._place(accepted)
+        self._judge_candidates(candidates)
+        self._write(contexts)
+        assert all(a is not None for a in self.answers), "every frame is answered"
+        self.result.answers = [a for a in self.answers if a is not None]
+        return self.result
+
+    # ---- per frame --------------------------------------------------------------------------
+
+    def _parse_all(self) -> dict[int, tuple[Any, str]]:
+        out: dict[int, tuple[Any, str]] = {}
+        for i, frame in enumerate(self.frames):
+            try:
+                envelope = parse_ciphered(frame)
+            except FrameRejected as exc:
+                self.reject(i, exc)
+                continue
+            out[i] = (envelope, envelope.system_title.hex().upper())
+        return out
+
+    def _customer_keys(self, contexts: dict[str, MeterContext]) -> None:
+        customers = sorted({c.customer_ref for c in contexts.values() if c.status == ACTIVE})
+        if customers:
+            self.key_refs = self.p._data_keys.current_refs(self.session, customers, "mdms")
+
+    def _open_all(
+        self, envelopes: dict[int, tuple[Any, str]], contexts: dict[str, MeterContext]
+    ) -> list[_Opened]:
+        opened: list[_Opened] = []
+        for i, (envelope, meter_id) in envelopes.items():
+            ctx = contexts.get(meter_id)
+            try:
+                if ctx is None or ctx.status != ACTIVE:
+                    raise FrameRejected(
+                        Reason.UNKNOWN_METER, f"system title {meter_id} is not provisioned"
+                    )
+                if self.key_refs.get(ctx.customer_ref) is None:
+                    raise FrameRejected(
+                        Reason.UNKNOWN_METER, f"meter {meter_id}: its customer was erased"
+                    )
+                opened.append(self._open(i, envelope, ctx))
+            except FrameRejected as exc:
+                self.reject(i, exc, meter_id)
+        return opened
+
+    def _open(self, index: int, envelope: Any, ctx: MeterContext) -> _Opened:
+        plain, key = self._decrypt(envelope, ctx)
+        profile = decode_body(data_notification_body(plain))
+        if profile.system_title != envelope.system_title:
+            raise FrameRejected(
+                Reason.BODY_MISMATCH,
+                f"body names meter {profile.system_title.hex().upper()}, envelope {ctx.meter_id}",
+            )
+        ends = profile.end_s
+        if int(ends.max()) > self.now_s + self.p.settings.max_future_s:
+            raise FrameRejected(
+                Reason.CLOCK_FUTURE, f"interval ends {int(ends.max()) - self.now_s} s ahead"
+            )
+        if int(ends.min()) < self.now_s - self.p.settings.max_age_s:
+            raise FrameRejected(
+                Reason.CLOCK_PAST, f"interval ends {self.now_s - int(ends.min())} s old"
+            )
+        readings = Readings(
+            ends,
+            profile.register_wh.astype(np.int64),
+            profile.interval_wh.astype(np.int64),
+            profile.status,
+            np.zeros(len(ends), np.uint8),
+        )
+        return _Opened(index, ctx, key, envelope.invocation_counter, readings)
+
+    def _decrypt(self, envelope: Any, ctx: MeterContext) -> tuple[bytes, KeyState]:
+        for key in ctx.candidates(self.now_us):
+            ek, ak = self.p._registry.keys_of(ctx.meter_id, key)
+            try:
+                return open_ciphered(envelope, ek, ak), key
+            except FrameRejected:
+                continue
+        raise FrameRejected(
+            Reason.BAD_TAG, "authentication tag does not verify under the meter's keys"
+        )
+
+    def _order(self, opened: list[_Opened]) -> tuple[list[_Opened], list[_Opened]]:
+        """Counters in arrival order: above the last accepted → accepted, else a candidate."""
+        accepted, candidates = [], []
+        for o in opened:
+            if o.ic > o.key.last_ic:
+                o.key.last_ic = o.ic
+                accepted.append(o)
+                if o.key.version > o.ctx.key_version:
+                    self._promote(o.ctx, o.key)
+            else:
+                candidates.append(o)
+        return accepted, candidates
+
+    def _promote(self, ctx: MeterContext, key: KeyState) -> None:
+        """A frame verified under a key sent to the meter whose answer never came back: the
+        meter has it, so it becomes current and the old one enters its grace window."""
+        for old in ctx.keys:
+            if old.version < key.version and old.valid_until_us is None:
+                old.valid_until_us = self.now_us + self.p.settings.key_grace_s * 1_000_000
+        ctx.key_version = key.version
+        self.touched[ctx.meter_id] = ctx
+
+    # ---- placing readings -------------------------------------------------------------------
+
+    def _place(self, accepted: list[_Opened]) -> None:
+        by_meter: dict[str, list[_Opened]] = defaultdict(list)
+        for o in accepted:
+            by_meter[o.ctx.meter_id].append(o)
+        flagged: dict[str, Readings] = {}
+        for meter_id, group in by_meter.items():
+            flagged[meter_id] = self._validate(group)
+        self._load_days(list(self.days))
+        for meter_id, group in by_meter.items():
+            self._answer(group, flagged[meter_id])
+
+    def _validate(self, group: list[_Opened]) -> Readings:
+        ctx = group[0].ctx
+        self.touched[ctx.meter_id] = ctx
+        new = _unique(Readings.concat([o.readings for o in group]))
+        interval = ctx.interval_s or _interval_of(new) or self.p.settings.default_interval_s
+        ctx.interval_s = interval
+        flagged, estimates = validate(
+            new, Previous(ctx.last_end_s, ctx.last_register_wh), interval, self.p.settings.vee
+        )
+        for part in (flagged, estimates):
+            self._stage(ctx.meter_id, part)
+        last = int(flagged.end_s[-1])
+        if ctx.last_end_s is None or last > ctx.last_end_s:
+            ctx.last_end_s, ctx.last_register_wh = last, int(flagged.register[-1])
+        self.result.estimates += len(estimates)
+        return flagged
+
+    def _stage(self, meter_id: str, readings: Readings) -> None:
+        if len(readings) == 0:
+            return
+        days = day_of(readings.end_s)
+        cuts = np.flatnonzero(np.diff(days)) + 1
+        for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(days)], strict=True):
+            key = (meter_id, int(days[start]))
+            self.days.setdefault(key, _Day()).incoming.append(readings.take(slice(start, stop)))
+
+    def _answer(self, group: list[_Opened], flagged: Readings) -> None:
+        for o in group:
+            pos = np.searchsorted(flagged.end_s, o.readings.end_s)
+            flags = int(np.bitwise_or.reduce(flagged.quality[pos])) if len(pos) else 0
+            self.answers[o.index] = FrameAnswer(
+                ACCEPTED, readings=len(o.readings), flags=flag_names(flags)
+            )
+
+    def _load_days(self, keys: Sequence[tuple[str, int]]) -> None:
+        """Read the stored blocks of ``keys`` not read yet; only days up to the day of the
+        meter's last stored reading can exist, the others are known empty without a query."""
+        wanted: list[tuple[str, int]] = []
+        for key in sorted(set(keys)):
+            day = self.days.setdefault(key, _Day())
+            if day.existing is not None:
+                continue
+            if key[1] > self.horizon.get(key[0], -1):
+                day.existing = Readings.empty()
+            else:
+                wanted.append(key)
+        if not wanted:
+            return
+        keys = wanted
+        found = _fetch_days(Raw(self.session), keys)
+        ring = self._ring([key_ref_of(sealed) for sealed in found.values()])
+        for key in keys:
+            day = self.days.setdefault(key, _Day())
+            sealed = found.get(key)
+            if sealed is None:
+                day.existing = Readings.empty()
+                continue
+            plain = ring.open(sealed, block_context(*key))
+            day.existing = decode_day(key[1], plain)[1]
+            day.key_ref = key_ref_of(sealed)
+
+    def _ring(self, key_refs: Sequence[str]) -> KeyRing:
+        keys = self.p._data_keys.load_many(self.session, key_refs)
+        return KeyRing(lambda ref: keys[ref])
+
+    def _judge_candidates(self, candidates: list[_Opened]) -> None:
+        """A counter not above the last accepted: a resend (duplicate) or a replay."""
+        if not candidates:
+            return
+        self._load_days(
+            [
+                (o.ctx.meter_id, int(d))
+                for o in candidates
+                for d in np.unique(day_of(o.readings.end_s))
+            ]
+        )
+        for o in candidates:
+            if self._stored_everywhere(o):
+                self.answers[o.index] = FrameAnswer(DUPLICATE, readings=len(o.readings))
+            else:
+                last = o.key.last_ic
+                self.reject(
+                    o.index,
+                    FrameRejected(
+                        Reason.REPLAY,
+                        f"counter {o.ic} is not above {last}, and its readings are new",
+                    ),
+                    o.ctx.meter_id,
+                )
+
+    def _stored_everywhere(self, o: _Opened) -> bool:
+        days = day_of(o.readings.end_s)
+        for d in np.unique(days):
+            day = self.days[(o.ctx.meter_id, int(d))]
+            stored = day.stored if day.stored is not None else self._merged(day)
+            if not all_stored(stored, o.readings.take(days == d)):
+                return False
+        return True
+
+    def _merged(self, day: _Day) -> Readings:
+        existing = day.existing if day.existing is not None else Readings.empty()
+        if not day.incoming:
+            return existing
+        return merge(existing, _unique(Readings.concat(day.incoming))).readings
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def _write(self, contexts: dict[str, MeterContext]) -> None:
+        inserts, updates = self._blocks(contexts)
+        raw = Raw(self.session)
+        if inserts:
+            raw.copy_in(
+                "reading_day",
+                ("meter_id", "day", "readings", "estimated", "flags", "sealed", "updated_us"),
+                ("text", "int4", "int2", "int2", "int2", "bytea", "int8"),
+                inserts,
+            )
+        if updates:
+            raw.executemany(
+                "UPDATE reading_day SET readings = ?, estimated = ?, flags = ?, sealed = ?, "
+                "updated_us = ? WHERE meter_id = ? AND day = ?",
+                updates,
+            )
+        touched = list(self.touched.values())
+        if touched:
+            raw.executemany(
+                "UPDATE meter SET last_end_s = ?, last_register_wh = ?, interval_s = ?, "
+                "key_version = ? WHERE meter_id = ?",
+                [
+                    (c.last_end_s, c.last_register_wh, c.interval_s, c.key_version, c.meter_id)
+                    for c in touched
+                ],
+            )
+            raw.executemany(
+                "UPDATE meter_key SET last_ic = ?, valid_until_us = ? "
+                "WHERE meter_id = ? AND version = ?",
+                [
+                    (k.last_ic, k.valid_until_us, c.meter_id, k.version)
+                    for c in touched
+                    for k in c.keys
+                ],
+            )
+
+    def _blocks(
+        self, contexts: dict[str, MeterContext]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        ring = self._ring([r for r in self.key_refs.values() if r is not None])
+        flagged: Counter[str] = Counter()
+        for (meter_id, day_no), day in sorted(self.days.items()):
+            if not day.incoming:
+                continue
+            existing = day.existing if day.existing is not None else Readings.empty()
+            merged = merge(existing, _unique(Readings.concat(day.incoming)))
+            self.result.readings_stored += merged.added + merged.replaced_estimates
+            day.stored = merged.readings
+            ctx = contexts[meter_id]
+            key_ref = self.key_refs[ctx.customer_ref]
+            assert key_ref is not None and ctx.interval_s is not None
+            plain = encode_day(day_no, ctx.interval_s, merged.readings)
+            sealed = ring.seal(key_ref, plain, block_context(meter_id, day_no))
+            q = merged.readings.quality
+            estimated = int(np.count_nonzero(q & Quality.ESTIMATED))
+            flags = int(np.bitwise_or.reduce(q)) if len(q) else 0
+            for name in flag_names(flags):
+                flagged[name] += 1
+            if day.key_ref is None and len(existing) == 0:
+                inserts.append((meter_id, day_no, len(q), estimated, flags, sealed, self.now_us))
+            else:
+                updates.append((len(q), estimated, flags, sealed, self.now_us, meter_id, day_no))
+        self.result.flagged = dict(flagged)
+        return inserts, updates
+
+
+def _unique(readings: Readings) -> Readings:
+    """Sorted by end; of two readings of the same interval the first is kept, and flagged
+    ``CONFLICT`` when the second disagrees with it."""
+    order = np.argsort(readings.end_s, kind="stable")
+    r = readings.take(order)
+    if len(r) < 2:
+        return r
+    same = np.flatnonzero(r.end_s[1:] == r.end_s[:-1])
+    if len(same) == 0:
+        return r
+    keep = np.ones(len(r), np.bool_)
+    keep[same + 1] = False
+    differ = same[(r.register[same] != r.register[same + 1]) | (r.value[same] != r.value[same + 1])]
+    quality = r.quality.copy()
+    quality[differ] |= np.uint8(Quality.CONFLICT)
+    return Readings(r.end_s, r.register, r.value, r.status, quality).take(keep)
+
+
+def _interval_of(readings: Readings) -> int | None:
+    if len(readings) < 2:
+        return None
+    steps = np.diff(readings.end_s)
+    steps = steps[steps > 0]
+    return int(steps.min()) if len(steps) else None
+
+
+def _fetch_days(raw: Raw, keys: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+    by_meter: dict[str, list[int]] = defaultdict(list)
+    for meter_id, day in keys:
+        by_meter[meter_id].append(day)
+    wanted = set(keys)
+    found: dict[tuple[str, int], bytes] = {}
+    statement = "SELECT meter_id, day, sealed FROM reading_day WHERE meter_id IN {in}"
+    lo, hi = min(k[1] for k in keys), max(k[1] for k in keys)
+    statement += f" AND day BETWEEN {lo:d} AND {hi:d}"
+    for meter_id, day, sealed in raw.query_in(statement, sorted(by_meter)):
+        if (meter_id, day) in wanted:
+            found[(meter_id, day)] = bytes(sealed)
+    return found

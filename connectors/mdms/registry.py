@@ -1,0 +1,320 @@
+"""The MDMS's register of customers, meters and meter keys (C1.6, C1.7, R1.3).
+
+Meter keys are stored only wrapped by the key-encryption key, one row per key version. The
+ingest path asks for the meters of a batch in one query (``load``) and keeps unwrapped keys in
+a bounded cache. Customers' personal data is sealed field by field under each customer's data
+key, apart from the readings; erasing a customer (destroying that key) makes both unreadable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert
+from sqlmodel import Session, col, select
+
+from broker.audit.events import AuditEvent, AuditSink
+from broker.errors import BrokerError, NotFound
+from broker.keys.service import DataKeys
+from broker.kit.clock import Clock, to_us
+from broker.kit.envelope import KeyProvider, KeyRing, WrappedKey
+from broker.kit.ids import SubjectHasher
+from connectors.mdms.keyfile import CustomerRow, MeterKeyRow
+from connectors.mdms.models import Customer, Meter, MeterKey
+from connectors.mdms.sql import Raw
+
+ACTIVE = "active"
+RETIRED = "retired"
+_KEY_CACHE = 200_000
+
+
+class ProvisioningError(BrokerError):
+    """Meters or customers cannot be provisioned as asked; nothing was stored."""
+
+
+@dataclass
+class KeyState:
+    version: int
+    last_ic: int
+    valid_until_us: int | None
+    kek_id: str
+    encryption_wrapped: bytes
+    authentication_wrapped: bytes
+
+
+@dataclass
+class MeterContext:
+    """What ingest needs of one meter, read at the start of a batch."""
+
+    meter_id: str
+    customer_ref: str
+    status: str
+    key_version: int
+    interval_s: int | None
+    last_end_s: int | None
+    last_register_wh: int | None
+    keys: list[KeyState] = field(default_factory=list)
+
+    def candidates(self, now_us: int) -> list[KeyState]:
+        """Key versions a frame may be sealed under: the current one first, then a newer one
+        sent but not yet confirmed, then older ones still inside their grace window."""
+        current = [k for k in self.keys if k.version == self.key_version]
+        newer = [k for k in self.keys if k.version > self.key_version]
+        older = [
+            k
+            for k in self.keys
+            if k.version < self.key_version and (k.valid_until_us or 0) > now_us
+        ]
+        return current + sorted(newer, key=lambda k: k.version) + older
+
+
+def key_context(meter_id: str, version: int, kind: str) -> bytes:
+    return f"meter_key|{meter_id}|{version}|{kind}".encode()
+
+
+def pii_context(customer_ref: str, name: str) -> bytes:
+    return f"customer|{customer_ref}|{name}".encode()
+
+
+_LOAD = (
+    "SELECT m.meter_id, m.customer_ref, m.status, m.key_version, m.interval_s, m.last_end_s, "
+    "m.last_register_wh, k.version, k.last_ic, k.valid_until_us, k.kek_id, "
+    "k.encryption_wrapped, k.authentication_wrapped "
+    "FROM meter m JOIN meter_key k ON k.meter_id = m.meter_id "
+    "WHERE m.meter_id IN {in} AND k.encryption_wrapped IS NOT NULL"
+)
+
+
+class MeterRegistry:
+    def __init__(
+        self,
+        provider: KeyProvider,
+        data_keys: DataKeys,
+        audit: AuditSink,
+        clock: Clock,
+        hasher: SubjectHasher,
+    ) -> None:
+        self._provider = provider
+        self._data_keys = data_keys
+        self._audit = audit
+        self._clock = clock
+        self._hash = hasher
+        self._keys: OrderedDict[tuple[str, int], tuple[bytes, bytes]] = OrderedDict()
+
+    # ---- reading, for ingest ----------------------------------------------------------------
+
+    def load(self, session: Session, meter_ids: Sequence[str]) -> dict[str, MeterContext]:
+        """The meters among ``meter_ids`` with their usable key versions, locked for this
+        transaction on PostgreSQL (SQLite's writer lock already serialises ingest)."""
+        raw = Raw(session)
+        wanted = sorted(set(meter_ids))
+        if raw.postgres and wanted:
+            raw.execute(
+                "SELECT 1 FROM meter WHERE meter_id = ANY(?) ORDER BY meter_id FOR UPDATE",
+                [wanted],
+            )
+        out: dict[str, MeterContext] = {}
+        for row in raw.query_in(_LOAD, wanted):
+            ctx = out.get(row[0])
+            if ctx is None:
+                ctx = out[row[0]] = MeterContext(*row[:7])
+            ctx.keys.append(KeyState(*row[7:]))
+        return out
+
+    def keys_of(self, meter_id: str, key: KeyState) -> tuple[bytes, bytes]:
+        """(encryption key, authentication key) of a version, unwrapped once and cached."""
+        cache_key = (meter_id, key.version)
+        found = self._keys.get(cache_key)
+        if found is not None:
+            self._keys.move_to_end(cache_key)
+            return found
+        ek = self._unwrap(meter_id, key.version, "ek", key.kek_id, key.encryption_wrapped)
+        ak = self._unwrap(meter_id, key.version, "ak", key.kek_id, key.authentication_wrapped)
+        self._keys[cache_key] = (ek, ak)
+        if len(self._keys) > _KEY_CACHE:
+            self._keys.popitem(last=False)
+        return ek, ak
+
+    def forget_keys(self, meter_id: str) -> None:
+        for cache_key in [k for k in self._keys if k[0] == meter_id]:
+            del self._keys[cache_key]
+
+    def _unwrap(self, meter_id: str, version: int, kind: str, kek_id: str, blob: bytes) -> bytes:
+        return self._provider.unwrap(WrappedKey(kek_id, blob), key_context(meter_id, version, kind))
+
+    def _wrap(self, meter_id: str, version: int, kind: str, key: bytes) -> WrappedKey:
+        return self._provider.wrap(key, key_context(meter_id, version, kind))
+
+    # ---- provisioning -----------------------------------------------------------------------
+
+    def provision(
+        self, session: Session, rows: Sequence[MeterKeyRow], actor: str, source: str
+    ) -> dict[str, int]:
+        """Store new meters with their keys (wrapped) and their customers; a meter already
+        provisioned with the same keys and customer is left as it is, one with other keys is
+        refused (rotate its keys instead)."""
+        existing = self._existing(session, [r.meter_id for r in rows])
+        found = [self._conflict(r, existing[r.meter_id]) for r in rows if r.meter_id in existing]
+        errors = [e for e in found if e is not None]
+        if errors:
+            raise ProvisioningError("; ".join(errors[:20]) + "; nothing was stored")
+        new = [r for r in rows if r.meter_id not in existing]
+        customers = self._ensure_customers(session, sorted({r.customer_ref for r in new}), actor)
+        now = to_us(self._clock.now())
+        meters, keys = [], []
+        for r in new:
+            meters.append(_meter_values(r, now))
+            keys.append(self._key_values(r.meter_id, 1, r, now))
+        if new:
+            session.execute(insert(Meter), meters)
+            session.execute(insert(MeterKey), keys)
+        report = {"provisioned": len(new), "unchanged": len(rows) - len(new)}
+        report["customers_created"] = customers
+        details = {**report, "source": source}
+        self._audit.record(session, [AuditEvent("mdms.meters_provisioned", actor, None, details)])
+        return report
+
+    def _key_values(
+        self, meter_id: str, version: int, keys: MeterKeyRow, now: int
+    ) -> dict[str, object]:
+        ek = self._wrap(meter_id, version, "ek", keys.encryption_key)
+        ak = self._wrap(meter_id, version, "ak", keys.authentication_key)
+        mk = self._wrap(meter_id, version, "mk", keys.master_key) if keys.master_key else None
+        return {
+            "meter_id": meter_id,
+            "version": version,
+            "kek_id": ek.kek_id,
+            "encryption_wrapped": ek.blob,
+            "authentication_wrapped": ak.blob,
+            "master_wrapped": mk.blob if mk else None,
+            "last_ic": 0,
+            "created_us": now,
+            "valid_until_us": None,
+        }
+
+    def _existing(self, session: Session, meter_ids: list[str]) -> dict[str, MeterContext]:
+        found: dict[str, MeterContext] = {}
+        for start in range(0, len(meter_ids), 500):
+            chunk = meter_ids[start : start + 500]
+            query = select(Meter).where(col(Meter.meter_id).in_(chunk))
+            for m in session.exec(query):
+                found[m.meter_id] = MeterContext(
+                    m.meter_id, m.customer_ref, m.status, m.key_version, None, None, None
+                )
+        if found:
+            current = self.load(session, list(found))
+            for meter_id, ctx in current.items():
+                found[meter_id].keys = ctx.keys
+        return found
+
+    def _conflict(self, row: MeterKeyRow, ctx: MeterContext) -> str | None:
+        if ctx.customer_ref != row.customer_ref:
+            return f"line {row.line}: meter {row.meter_id} belongs to another customer"
+        current = [k for k in ctx.keys if k.version == ctx.key_version]
+        if not current or self.keys_of(ctx.meter_id, current[0]) != (
+            row.encryption_key,
+            row.authentication_key,
+        ):
+            return (
+                f"line {row.line}: meter {row.meter_id} is provisioned with other keys; "
+                "use `broker meters rotate-keys`"
+            )
+        return None
+
+    def _ensure_customers(self, session: Session, refs: list[str], actor: str) -> int:
+        """Create customer rows (without personal data yet) and their data keys."""
+        known: set[str] = set()
+        for start in range(0, len(refs), 500):
+            query = select(Customer.customer_ref).where(
+                col(Customer.customer_ref).in_(refs[start : start + 500])
+            )
+            known.update(session.exec(query))
+        missing = [r for r in refs if r not in known]
+        if missing:
+            now = to_us(self._clock.now())
+            session.execute(
+                insert(Customer), [{"customer_ref": r, "created_us": now} for r in missing]
+            )
+            self._data_keys.current_refs(session, missing, actor)
+        return len(missing)
+
+    # ---- customers --------------------------------------------------------------------------
+
+    def import_customers(
+        self, session: Session, rows: Sequence[CustomerRow], actor: str, source: str
+    ) -> dict[str, int]:
+        """Store customers' personal data, each field sealed under the customer's data key."""
+        refs = sorted({r.customer_ref for r in rows})
+        created = self._ensure_customers(session, refs, actor)
+        key_refs = self._data_keys.current_refs(session, refs, actor)
+        erased = [r for r, k in key_refs.items() if k is None]
+        if erased:
+            raise ProvisioningError(
+                f"customer {erased[0]} was erased; its data cannot be stored again"
+            )
+        ring = self._data_keys.keyring(session)
+        for r in rows:
+            key_ref = key_refs[r.customer_ref]
+            assert key_ref is not None
+            sealed = {
+                f"{name}_sealed": ring.seal(
+                    key_ref, value.encode(), pii_context(r.customer_ref, name)
+                )
+                for name, value in (
+                    ("name", r.name),
+                    ("address", r.address),
+                    ("account", r.account_number),
+                )
+            }
+            customer = session.get(Customer, r.customer_ref)
+            assert customer is not None
+            for attr, value in sealed.items():
+                setattr(customer, attr, value)
+            session.add(customer)
+        session.flush()
+        report = {"customers": len(rows), "created": created}
+        details = {**report, "source": source}
+        self._audit.record(session, [AuditEvent("mdms.customers_imported", actor, None, details)])
+        return report
+
+    def customer_record(self, session: Session, customer_ref: str) -> dict[str, str | None]:
+        """A customer's personal data, opened (for the operator's and the customer's eyes)."""
+        customer = session.get(Customer, customer_ref)
+        if customer is None:
+            raise NotFound(f"no customer {customer_ref}")
+        ring: KeyRing = self._data_keys.keyring(session)
+        out: dict[str, str | None] = {"customer_ref": customer_ref}
+        for name in ("name", "address", "account"):
+            sealed: bytes | None = getattr(customer, f"{name}_sealed")
+            out[name] = (
+                None
+                if sealed is None
+                else ring.open(sealed, pii_context(customer_ref, name)).decode()
+            )
+        return out
+
+    def meters(self, session: Session) -> list[Meter]:
+        return list(session.exec(select(Meter).order_by(col(Meter.meter_id))))
+
+
+def _meter_values(r: MeterKeyRow, now: int) -> dict[str, object]:
+    return {
+        "meter_id": r.meter_id,
+        "customer_ref": r.customer_ref,
+        "feeder": r.feeder,
+        "postcode": r.postcode,
+        "status": ACTIVE,
+        "key_version": 1,
+        "downlink_ic": 0,
+        "interval_s": None,
+        "last_end_s": None,
+        "last_register_wh": None,
+        "created_us": now,
+    }
+
+
+def file_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
