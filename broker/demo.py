@@ -28,10 +28,7 @@ from broker.audit.verify import VerificationFailed, verify_bundle
 from broker.ca.authority import Issued
 from broker.ca.service import open_ca
 from broker.errors import ConfigurationError
-from broker.runtime import (
-    Runtime,
-    audit_public_key_path,
-)
+from broker.runtime import Runtime, audit_public_key_path, rotate_kek
 from broker.settings import Mode, Settings
 
 SUMMARY = "summary.json"
@@ -93,20 +90,10 @@ def seal_customers(rt: Runtime, customers: int) -> dict[str, Any]:
 
 
 def rotate_and_shred(rt: Runtime) -> dict[str, Any]:
-    new_kek = rt.kek.add_version()
+    done = rotate_kek(rt, ACTOR)
     with rt.db.transaction() as session:
-        report = rt.data_keys.rewrap_all(session, ACTOR)
         destroyed = rt.data_keys.destroy(session, "customer-0007", ACTOR, "demo erasure request")
-        in_use = rt.data_keys.usage_by_kek(session)
-    retired = [k for k in rt.kek.kek_ids() if k != new_kek and k not in in_use]
-    for kek_id in retired:
-        rt.kek.retire(kek_id)
-    return {
-        "kek": new_kek,
-        "rewrapped": report.rewrapped,
-        "retired": retired,
-        "shredded": destroyed,
-    }
+    return {**done, "shredded": destroyed}
 
 
 def audit_burst(rt: Runtime, events: int, batch: int, tick: Callable[[int], None]) -> int:

@@ -44,3 +44,21 @@ class NotFound(BrokerError):
 
 class Forbidden(BrokerError):
     status_code = 403
+
+
+class PayloadTooLarge(BrokerError):
+    status_code = 413
+
+
+class UnsupportedMediaType(BrokerError):
+    status_code = 415
+
+
+class Throttled(BrokerError):
+    """Over a rate limit (429) or the queue is full (503): try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int, status_code: int = 429) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.status_code = status_code
+        self.headers = {"Retry-After": str(retry_after_s)}

@@ -124,3 +124,22 @@ def upgrade_schema(settings: Settings) -> Database:
     db.ping()
     migrate.upgrade(db.engine)
     return db
+
+
+def rotate_kek(rt: Runtime, actor: str) -> dict[str, object]:
+    """Add a KEK version, re-wrap every data key and meter key under it (no data is
+    re-encrypted), then retire the versions nothing is wrapped by any more."""
+    new_kek = rt.kek.add_version()
+    with rt.db.transaction() as session:
+        report = rt.data_keys.rewrap_all(session, actor)
+        meter_keys = rt.meters.rewrap_all(session, actor)
+        in_use = set(rt.data_keys.usage_by_kek(session)) | set(rt.meters.usage_by_kek(session))
+    retired = [k for k in rt.kek.kek_ids() if k != new_kek and k not in in_use]
+    for kek_id in retired:
+        rt.kek.retire(kek_id)
+    return {
+        "kek": new_kek,
+        "rewrapped": report.rewrapped,
+        "meter_keys_rewrapped": meter_keys,
+        "retired": retired,
+    }

@@ -25,6 +25,7 @@ from broker.api.app import create_app
 from broker.api.tls import RevocationCheck, server_context
 from broker.ca.service import open_ca, server_identity
 from broker.runtime import Runtime
+from connectors.mdms.limits import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def running(served: Served, host: str = "127.0.0.1") -> Iterator[int]:
             thread.join(timeout=10)
 
 
-def build(rt: Runtime, actor: str, poll_s: float = 2.0) -> Served:
+def build(rt: Runtime, actor: str, poll_s: float = 2.0, limits: Limits | None = None) -> Served:
     """The app, its TLS context and CRL keeper: fresh CRL, server certificate on first use."""
     ca = open_ca(rt)
 
@@ -137,4 +138,5 @@ def build(rt: Runtime, actor: str, poll_s: float = 2.0) -> Served:
     cert, key = server_identity(rt, ca, actor)
     ctx = server_context(ca.cert_path, ca.crl_path, cert, key)
     revocations = RevocationCheck(ca.crl_path, ctx)
-    return Served(create_app(revocations), ctx, CrlKeeper(revocations, resign, poll_s))
+    app = create_app(revocations, rt, limits)
+    return Served(app, ctx, CrlKeeper(revocations, resign, poll_s))

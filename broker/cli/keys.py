@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from broker.cli.common import actor, console, print_json, runtime
-from broker.runtime import audit_public_key_path, init_keys, prepare_data_dir
+from broker.runtime import audit_public_key_path, init_keys, prepare_data_dir, rotate_kek
 from broker.settings import load_settings
 
 app = typer.Typer(help="Key management: KEK, data keys, crypto-shredding.", no_args_is_help=True)
@@ -37,13 +37,11 @@ def rotate(
                 ref = rt.data_keys.rotate_subject(session, subject, actor())
             console.print(f"new data key {ref} for {rt.hasher(subject)}")
             return
-        new_kek = rt.kek.add_version()
-        with rt.db.transaction() as session:
-            report = rt.data_keys.rewrap_all(session, actor())
-            in_use = rt.data_keys.usage_by_kek(session)
-        for old in (k for k in rt.kek.kek_ids() if k != new_kek and k not in in_use):
-            rt.kek.retire(old)
-        console.print(f"KEK rotated to {new_kek}: {report.rewrapped} data keys re-wrapped")
+        done = rotate_kek(rt, actor())
+        console.print(
+            f"KEK rotated to {done['kek']}: {done['rewrapped']} data keys and "
+            f"{done['meter_keys_rewrapped']} meter keys re-wrapped; retired {done['retired']}"
+        )
 
 
 @app.command("destroy")

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert
 from sqlmodel import Session, col, select
 
 from broker.audit.events import AuditEvent, AuditSink
@@ -147,6 +147,36 @@ class MeterRegistry:
 
     def _wrap(self, meter_id: str, version: int, kind: str, key: bytes) -> WrappedKey:
         return self._provider.wrap(key, key_context(meter_id, version, kind))
+
+    # ---- key-encryption key rotation ---------------------------------------------------------
+
+    def rewrap_all(self, session: Session, actor: str) -> int:
+        """Re-wrap every stored meter key under the current KEK; returns the rows re-wrapped."""
+        to_kek = self._provider.current_kek_id()
+        query = select(MeterKey).where(col(MeterKey.kek_id).is_not(None), MeterKey.kek_id != to_kek)
+        rows = 0
+        for row in session.exec(query):
+            assert row.kek_id is not None
+            for kind, attr in (
+                ("ek", "encryption_wrapped"),
+                ("ak", "authentication_wrapped"),
+                ("mk", "master_wrapped"),
+            ):
+                blob: bytes | None = getattr(row, attr)
+                if blob is not None:
+                    key = self._unwrap(row.meter_id, row.version, kind, row.kek_id, blob)
+                    setattr(row, attr, self._wrap(row.meter_id, row.version, kind, key).blob)
+            row.kek_id = to_kek
+            session.add(row)
+            rows += 1
+        session.flush()
+        details = {"to_kek": to_kek, "meter_keys_rewrapped": rows}
+        self._audit.record(session, [AuditEvent("mdms.meter_keys_rewrapped", actor, None, details)])
+        return rows
+
+    def usage_by_kek(self, session: Session) -> dict[str, int]:
+        query = select(MeterKey.kek_id, func.count()).group_by(col(MeterKey.kek_id))
+        return {kek: n for kek, n in session.exec(query) if kek is not None}
 
     # ---- provisioning -----------------------------------------------------------------------
 

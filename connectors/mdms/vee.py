@@ -79,7 +79,9 @@ def validate(
     delta = new.register - prev_reg
     consecutive = has_prev & (step == interval_s)
     quality = new.quality.copy()
-    quality[consecutive & (np.abs(delta - new.value) > limits.tolerance_wh)] |= np.uint8(Quality.UNRECONCILED)
+    quality[consecutive & (np.abs(delta - new.value) > limits.tolerance_wh)] |= np.uint8(
+        Quality.UNRECONCILED
+    )
     quality[has_prev & (delta < 0)] |= np.uint8(Quality.NEGATIVE_DELTA)
     quality[new.value > limits.max_power_w * interval_s // 3600] |= np.uint8(Quality.SPIKE)
     quality[new.status != 0] |= np.uint8(Quality.METER_STATUS)

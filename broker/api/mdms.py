@@ -1,0 +1,178 @@
+"""The MDMS's ingest endpoint for data concentrators (C1.5, C1.8, T2, T4).
+
+``POST /mdms/v1/frames`` takes a batch of ciphered frames (``connectors.dlms.batch``) from a
+caller whose certificate has the ``concentrator`` role, and answers every frame. Limits come
+before any work: the body is read up to its bound (413 beyond), the caller's token bucket must
+hold the batch's frames (429 + Retry-After), and the batch must find a place in the bounded,
+fair queue (503 + Retry-After). Refusals are counted and summarised in the audit log at most
+once a minute per concentrator, so a flood writes a few entries, not one per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter, defaultdict
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel
+from sqlmodel import col, func, select
+
+from broker.api.peer import PeerDep
+from broker.api.tls import Peer
+from broker.audit.events import AuditEvent
+from broker.errors import (
+    BrokerError,
+    Forbidden,
+    PayloadTooLarge,
+    Throttled,
+    UnsupportedMediaType,
+)
+from broker.runtime import Runtime
+from connectors.dlms.batch import MEDIA_TYPE, BatchError, check_batch_id, decode_batch
+from connectors.mdms.ingest import BatchResult
+from connectors.mdms.limits import Limits
+from connectors.mdms.models import IngestTally
+
+SUMMARY_EVERY_S = 60.0
+
+
+class MalformedBatch(BrokerError):
+    status_code = 400
+
+
+class FrameAnswerBody(BaseModel):
+    i: int
+    status: str
+    reason: str | None
+    detail: str | None
+    readings: int
+    flags: list[str]
+
+
+class BatchAnswer(BaseModel):
+    batch_id: str
+    received: int
+    accepted: int
+    duplicate: int
+    rejected: int
+    reasons: dict[str, int]
+    readings_stored: int
+    estimates: int
+    flagged: dict[str, int]
+    frames: list[FrameAnswerBody]
+
+
+class IngestMetrics(BaseModel):
+    frames_by_outcome: dict[str, int]
+    """Since the database was created, from the tallies: accepted, duplicate, or a reason."""
+    throttled_frames: dict[str, int]
+    """Frames refused with 429/503 since this server started, per concentrator."""
+    queued_batches: dict[str, int]
+
+
+class ThrottleLog:
+    """Counts refused frames per concentrator; an audit summary at most once a minute each."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._lock = threading.Lock()
+        self.total: defaultdict[str, int] = defaultdict(int)
+        self._pending: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._last: dict[str, float] = {}
+
+    def count(self, client: str, frames: int, why: str) -> None:
+        with self._lock:
+            self.total[client] += frames
+            self._pending[client][why] += frames
+            due = time.monotonic() - self._last.get(client, -SUMMARY_EVERY_S) >= SUMMARY_EVERY_S
+            if not due:
+                return
+            self._last[client] = time.monotonic()
+            pending = self._pending.pop(client)
+        details = {"concentrator": client, "frames_refused": dict(pending)}
+        with self._rt.db.transaction() as session:
+            event = AuditEvent("mdms.ingest_throttled", f"cert:{client}", None, details)
+            self._rt.audit.record(session, [event])
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+def mdms_router(rt: Runtime, limits: Limits) -> APIRouter:
+    router = APIRouter(prefix="/mdms/v1", tags=["mdms"])
+    throttles = ThrottleLog(rt)
+
+    def ingest(frames: list[bytes], peer: Peer, batch_id: str) -> BatchResult:
+        with limits.workers, rt.db.transaction() as session:
+            return rt.ingest.ingest(session, frames, peer.name, batch_id, f"cert:{peer.name}")
+
+    @router.post(
+        "/frames",
+        responses={
+            400: {"model": None},
+            413: {"model": None},
+            415: {"model": None},
+            429: {"model": None},
+            503: {"model": None},
+        },
+    )
+    async def post_frames(
+        request: Request,
+        peer: PeerDep,
+        x_batch_id: Annotated[str | None, Header()] = None,
+    ) -> BatchAnswer:
+        """Ingest a batch of ciphered DLMS frames (concentrators only)."""
+        if peer.role != "concentrator":
+            raise Forbidden(f"{peer.name} (role {peer.role}) is not a data concentrator")
+        media = request.headers.get("content-type", "").split(";")[0].strip()
+        if media != MEDIA_TYPE:
+            raise UnsupportedMediaType(f"send {MEDIA_TYPE}, not {media or 'no content type'}")
+        body = await _read_body(request, limits.settings.max_body_bytes)
+        try:
+            frames = decode_batch(body)
+            batch_id = check_batch_id(x_batch_id or hashlib.sha256(body).hexdigest()[:32])
+        except BatchError as exc:
+            raise MalformedBatch(str(exc)) from None
+        wait = limits.retry_after_rate(peer.name, len(frames))
+        if wait:
+            await anyio.to_thread.run_sync(throttles.count, peer.name, len(frames), "rate")
+            raise Throttled(f"{peer.name} is over its rate of frames; retry in {wait} s", wait)
+        if not limits.enter(peer.name):
+            await anyio.to_thread.run_sync(throttles.count, peer.name, len(frames), "queue")
+            raise Throttled("the ingest queue is full; retry in 1 s", 1, status_code=503)
+        try:
+            result = await anyio.to_thread.run_sync(ingest, frames, peer, batch_id)
+        finally:
+            limits.leave(peer.name)
+        return BatchAnswer.model_validate(result.to_json())
+
+    @router.get("/metrics")
+    def metrics(peer: PeerDep) -> IngestMetrics:
+        """Frames by outcome (accepted, duplicate, rejection reason), throttling, queue."""
+        if peer.role not in ("mdms", "regulator", "broker"):
+            raise Forbidden(f"{peer.name} (role {peer.role}) may not read MDMS metrics")
+        with rt.db.transaction() as session:
+            query = select(IngestTally.outcome, func.sum(IngestTally.frames)).group_by(
+                col(IngestTally.outcome)
+            )
+            outcomes = {outcome: int(n) for outcome, n in session.exec(query)}
+        return IngestMetrics(
+            frames_by_outcome=outcomes,
+            throttled_frames=dict(throttles.total),
+            queued_batches=limits.queued(),
+        )
+
+    return router
