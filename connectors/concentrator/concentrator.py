@@ -393,4 +393,6 @@ class Concentrator:
 
 
 def _mib(size: int) -> str:
-    return f"{size / MiB:.1f} MiB"
+    if size >= MiB:
+        return f"{size / MiB:.1f} MiB"
+    return f"{size / 1024:.1f} KiB" if size >= 1024 else f"{size} bytes"
