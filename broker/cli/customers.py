@@ -1,0 +1,42 @@
+"""``broker customers``: customers' personal data, sealed field by field (C1.7, R1.3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from broker.audit.events import AuditEvent
+from broker.cli.common import actor, console, print_json, runtime
+from connectors.mdms.keyfile import read_customer_file
+
+app = typer.Typer(help="Customers (personal data, sealed).", no_args_is_help=True)
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="CSV: customer_ref,name,address,account_number.")],
+) -> None:
+    """Store customers' name, address and account number, each sealed under their data key."""
+    rows = read_customer_file(file)
+    with runtime() as rt, rt.db.transaction() as session:
+        report = rt.meters.import_customers(session, rows, actor(), file.name)
+    console.print(f"{report['customers']} customers stored ({report['created']} new)")
+
+
+@app.command("show")
+def show(
+    customer: Annotated[str, typer.Argument(help="The customer reference.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Open a customer's personal data (the access is recorded in the audit log)."""
+    with runtime() as rt, rt.db.transaction() as session:
+        record = rt.meters.customer_record(session, customer)
+        event = AuditEvent("mdms.customer_viewed", actor(), rt.hasher(customer), {})
+        rt.audit.record(session, [event])
+    if as_json:
+        print_json(record)
+        return
+    for key, value in record.items():
+        console.print(f"{key}: {value}")
