@@ -32,7 +32,8 @@ TAG_DATA_NOTIFICATION = 0x0F
 SECURITY_SUITE_0 = 0
 SC_AUTHENTICATED = 0x10
 SC_ENCRYPTED = 0x20
-SC_SUITE0_AUTH_ENC = SC_AUTHENTICATED | SC_ENCRYPTED | SECURITY_SUITE_0
+SC_AUTH_ENC = SC_AUTHENTICATED | SC_ENCRYPTED
+SC_SUITE0_AUTH_ENC = SC_AUTH_ENC | SECURITY_SUITE_0
 TAG_LENGTH = 12
 SYSTEM_TITLE_LENGTH = 8
 KEY_LENGTH = 16
@@ -118,11 +119,13 @@ def parse_ciphered(frame: bytes) -> Ciphered:
             )
         system_title = frame[pos : pos + st_len]
         pos += st_len
+        if len(system_title) != SYSTEM_TITLE_LENGTH:
+            raise FrameRejected(Reason.TRUNCATED, "frame ends inside the system title")
         content_len, pos = decode_length(frame, pos)
-    except (IndexError, ValueError) as exc:
+    except IndexError as exc:
         raise FrameRejected(Reason.TRUNCATED, f"header cut short: {exc}") from None
-    if len(system_title) != SYSTEM_TITLE_LENGTH:
-        raise FrameRejected(Reason.TRUNCATED, "frame ends inside the system title")
+    except ValueError as exc:
+        raise FrameRejected(Reason.MALFORMED, f"bad A-XDR length: {exc}") from None
     available = len(frame) - pos
     if available < content_len:
         raise FrameRejected(
@@ -133,17 +136,29 @@ def parse_ciphered(frame: bytes) -> Ciphered:
             Reason.MALFORMED, f"{available - content_len} bytes after the announced content"
         )
     if content_len < 1 + 4 + TAG_LENGTH:
-        raise FrameRejected(Reason.TRUNCATED, f"content of {content_len} bytes cannot hold a tag")
+        raise FrameRejected(
+            Reason.MALFORMED, f"content of {content_len} bytes cannot hold SC, IC and a tag"
+        )
     sc = frame[pos]
+    _check_security_control(sc)
+    ic = int.from_bytes(frame[pos + 1 : pos + 5], "big")
+    return Ciphered(system_title, sc, ic, frame[pos + 5 :])
+
+
+def _check_security_control(sc: int) -> None:
+    """Only 0x30 is accepted: suite 0, authenticated and encrypted, unicast key, uncompressed."""
     if sc & 0x0F != SECURITY_SUITE_0:
         raise FrameRejected(Reason.WRONG_SUITE, f"security suite {sc & 0x0F}, expected 0")
-    if sc & 0xF0 != SC_AUTHENTICATED | SC_ENCRYPTED:
+    if sc & SC_AUTH_ENC != SC_AUTH_ENC:
         raise FrameRejected(
             Reason.UNPROTECTED,
             f"security control 0x{sc:02X}: authenticated encryption (0x30) is required",
         )
-    ic = int.from_bytes(frame[pos + 1 : pos + 5], "big")
-    return Ciphered(system_title, sc, ic, frame[pos + 5 :])
+    if sc != SC_SUITE0_AUTH_ENC:
+        raise FrameRejected(
+            Reason.WRONG_SUITE,
+            f"security control 0x{sc:02X}: broadcast key (0x40) and compression (0x80) unsupported",
+        )
 
 
 def _iv(system_title: bytes, invocation_counter: int) -> bytes:
@@ -180,6 +195,8 @@ def seal(
 
 def open_ciphered(c: Ciphered, encryption_key: bytes, authentication_key: bytes) -> bytes:
     """Verify the tag and decrypt; a wrong key or a changed byte is :attr:`Reason.BAD_TAG`."""
+    if len(c.payload) < TAG_LENGTH:
+        raise FrameRejected(Reason.TRUNCATED, f"payload of {len(c.payload)} bytes has no tag")
     tag = c.payload[-TAG_LENGTH:]
     mode = modes.GCM(_iv(c.system_title, c.invocation_counter), tag, min_tag_length=TAG_LENGTH)
     decryptor = Cipher(algorithms.AES(encryption_key), mode).decryptor()
@@ -191,18 +208,28 @@ def open_ciphered(c: Ciphered, encryption_key: bytes, authentication_key: bytes)
 
 
 def data_notification(body: bytes, long_invoke_id: int = 0) -> bytes:
-    """A DataNotification APDU without date-time (0x00), carrying ``body`` (one A-XDR Data)."""
+    """A DataNotification APDU without date-time (0x00), carrying ``body`` (one A-XDR Data).
+
+    ``long_invoke_id`` is the whole Long-Invoke-Id-And-Priority (32 bits: priority, service
+    class, ..., invoke id in the low 24 bits); a value outside 0..2^32-1 is a ``ValueError``."""
+    if not 0 <= long_invoke_id <= 0xFFFFFFFF:
+        raise ValueError("long-invoke-id-and-priority is 32 bits")
     return bytes((TAG_DATA_NOTIFICATION,)) + long_invoke_id.to_bytes(4, "big") + b"\x00" + body
 
 
 def data_notification_body(apdu: bytes) -> bytes:
-    """The notification body of a DataNotification APDU (its optional date-time skipped)."""
+    """The notification body of a DataNotification APDU (its optional date-time skipped).
+
+    The date-time is an A-XDR octet-string: 0x00 (empty, no time) or 0x0C and 12 bytes, as
+    the Green Book and gurux write it; dlms-cosem writes a presence flag 0x01 and 12 bytes
+    instead, which is accepted too. The long-invoke-id-and-priority is not interpreted."""
     if len(apdu) < 6 or apdu[0] != TAG_DATA_NOTIFICATION:
         raise FrameRejected(Reason.MALFORMED, "decrypted APDU is not a DataNotification")
     flag = apdu[5]
     if flag == 0:
         return apdu[6:]
-    # The standard encodes the date-time as an octet-string of 12 (0x0C); dlms-cosem writes 0x01.
-    if flag in (0x01, 0x0C) and len(apdu) >= 18:
-        return apdu[18:]
-    raise FrameRejected(Reason.MALFORMED, f"DataNotification date-time flag 0x{flag:02X}")
+    if flag not in (0x01, 0x0C):
+        raise FrameRejected(Reason.MALFORMED, f"DataNotification date-time flag 0x{flag:02X}")
+    if len(apdu) < 18:
+        raise FrameRejected(Reason.MALFORMED, "DataNotification ends inside its date-time")
+    return apdu[18:]

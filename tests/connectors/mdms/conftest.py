@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,11 +62,11 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def mdms(database: Database, tmp_path: Path, clock: FixedClock) -> Iterator[Mdms]:
+def mdms(database: Database, tmp_path: Path, clock: FixedClock) -> Mdms:
     provider = FileKeyProvider.create(settings_for(tmp_path / "data"))
     audit = AuditLog(ORIGIN, NoteSigner(ORIGIN, Ed25519PrivateKey.generate()), clock)
     hasher = SubjectHasher(secrets.token_bytes(32))
     data_keys = DataKeys(provider, audit, clock, hasher)
     registry = MeterRegistry(provider, data_keys, audit, clock, hasher)
     pipeline = IngestPipeline(registry, data_keys, audit, clock, hasher, IngestSettings())
-    yield Mdms(database, clock, provider, audit, data_keys, registry, pipeline, hasher)
+    return Mdms(database, clock, provider, audit, data_keys, registry, pipeline, hasher)
