@@ -20,6 +20,7 @@ summed (before rounding to whole Wh).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,6 @@ _ACTIVITY = np.array(
          .65, .6, .55, .55, .6, .8, .95, 1, .95, .85, .6, .35],
     ]
 )  # fmt: skip
-_SHAPES = np.stack([np.interp(_HOURS, np.arange(24) + 0.5, row, period=24) for row in _ACTIVITY])
 _KETTLE_AT = np.array([7.25, 10.5, 13.0, 16.0, 19.5, 21.75]) * 60
 _KETTLE_P = np.array(
     [
@@ -168,7 +168,7 @@ class LoadModel:
 
     def _activity(self, hh: Households, d: Day) -> F64:
         row = np.full(len(hh), 2) if d.weekend else np.where(hh.away_weekdays, 1, 0)
-        shape = _SHAPES[row]
+        shape = _activity_shapes()[row]
         noise = 0.7 + 0.6 * self._streams.uniform(hh.index, d.number, Stream.NOISE, SLOTS)
         dark = np.clip(d.sunrise + 0.5 - _HOURS, 0, 1) + np.clip(_HOURS - d.sunset + 0.5, 0, 1)
         misc = (hh.misc_w * d.season)[:, np.newaxis] * noise
@@ -239,6 +239,13 @@ class LoadModel:
         peak = hh.pv_kwp[rows, np.newaxis] * 800.0 * d.sun_height * weather * local
         out[rows] = peak * _clear_sky(d) * (1.0 - (1.0 - weather) * passing)
         return out
+
+
+@functools.cache
+def _activity_shapes() -> F64:
+    """The three hourly activity rows interpolated to the 288 slots (built on first use)."""
+    hours = np.arange(24) + 0.5
+    return np.stack([np.interp(_HOURS, hours, row, period=24) for row in _ACTIVITY])
 
 
 def _clear_sky(d: Day) -> F64:

@@ -10,7 +10,7 @@ from connectors.dlms.frames import FrameRejected, Reason
 from connectors.meters import attacks
 from connectors.meters.keys import MeterKeys
 from connectors.meters.simulator import Fleet, SimulatedMeter
-from tests.connectors.meters.conftest import (
+from tests.connectors.meters.helpers import (
     MONDAY,
     SEED,
     counter,

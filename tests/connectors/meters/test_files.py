@@ -17,7 +17,7 @@ from connectors.meters.files import (
     read_keyfile,
 )
 from connectors.meters.simulator import Fleet, write_capture, write_customers, write_keyfile
-from tests.connectors.meters.conftest import MONDAY, SEED
+from tests.connectors.meters.helpers import MONDAY, SEED
 
 
 def rows(path: Path) -> list[list[str]]:

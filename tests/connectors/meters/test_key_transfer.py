@@ -11,7 +11,7 @@ from connectors.dlms.frames import FrameRejected, Reason
 from connectors.dlms.keytransfer import KeyId
 from connectors.meters.keys import MeterKeys
 from connectors.meters.simulator import ACTION_OTHER_REASON, Fleet, SimulatedMeter
-from tests.connectors.meters.conftest import (
+from tests.connectors.meters.helpers import (
     MONDAY,
     SEED,
     counter,

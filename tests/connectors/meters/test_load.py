@@ -12,7 +12,7 @@ import pytest
 from connectors.meters import load
 from connectors.meters.households import Households
 from connectors.meters.load import DAY_S, LoadModel
-from tests.connectors.meters.conftest import MONDAY, SEED, day_s
+from tests.connectors.meters.helpers import MONDAY, SEED, day_s
 
 WINTER_WEEK = [dt.date(2025, 1, 13) + dt.timedelta(days=i) for i in range(7)]
 SUMMER_WEEK = [dt.date(2025, 7, 14) + dt.timedelta(days=i) for i in range(7)]

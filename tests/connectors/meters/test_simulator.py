@@ -11,7 +11,7 @@ import pytest
 from connectors.dlms import frames, profile
 from connectors.meters.keys import MeterKeys
 from connectors.meters.simulator import Fleet, SimulatedMeter, system_title
-from tests.connectors.meters.conftest import (
+from tests.connectors.meters.helpers import (
     MONDAY,
     SEED,
     counter,
