@@ -20,15 +20,13 @@ from broker.keys.models import DataKey
 from broker.kit.clock import Clock, to_us
 from broker.kit.envelope import KeyProvider, KeyRing, UnknownKeyError, WrappedKey, new_data_key
 from broker.kit.ids import SubjectHasher, new_id
+from broker.storage.raw import Raw
 
 
 class KeyDestroyed(KeyError_):
     """The subject's data keys were destroyed (erased); its data cannot be read any more."""
 
     status_code = 410
-
-
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -85,20 +83,21 @@ class DataKeys:
     def current_refs(
         self, session: Session, subjects: Sequence[str], actor: str = "system"
     ) -> dict[str, str | None]:
-        """``current_ref`` for many subjects in a few queries: the live key reference of each,
+        """``current_ref`` for many subjects in one query: the live key reference of each,
         created in bulk where a subject has none, and None where its keys were destroyed."""
         hashes = {subject: self._hash(subject) for subject in subjects}
-        latest: dict[str, DataKey] = {}
-        wanted = sorted(set(hashes.values()))
-        for start in range(0, len(wanted), _CHUNK):
-            query = select(DataKey).where(
-                col(DataKey.subject_hash).in_(wanted[start : start + _CHUNK])
-            )
-            for row in session.exec(query):
-                known = latest.get(row.subject_hash)
-                if known is None or row.version > known.version:
-                    latest[row.subject_hash] = row
-        missing = [h for h in wanted if h not in latest]
+        latest: dict[str, tuple[int, str, bool]] = {}
+        statement = (
+            "SELECT subject_hash, version, key_ref, destroyed_us IS NULL FROM data_key "
+            "WHERE subject_hash IN {in}"
+        )
+        for subject_hash, version, key_ref, live in Raw(session).query_in(
+            statement, sorted(set(hashes.values()))
+        ):
+            known = latest.get(subject_hash)
+            if known is None or version > known[0]:
+                latest[subject_hash] = (version, key_ref, bool(live))
+        missing = sorted({h for h in hashes.values() if h not in latest})
         created = self._create_many(session, missing, actor)
         out: dict[str, str | None] = {}
         for subject, subject_hash in hashes.items():
@@ -106,7 +105,7 @@ class DataKeys:
             if found is None:
                 out[subject] = created[subject_hash]
             else:
-                out[subject] = None if found.destroyed_us is not None else found.key_ref
+                out[subject] = found[1] if found[2] else None
         return out
 
     def _create_many(
@@ -132,13 +131,15 @@ class DataKeys:
     def load_many(self, session: Session, key_refs: Sequence[str]) -> dict[str, bytes]:
         """Unwrapped data keys by reference; a destroyed or unknown key is left out."""
         out: dict[str, bytes] = {}
-        wanted = sorted(set(key_refs))
-        for start in range(0, len(wanted), _CHUNK):
-            query = select(DataKey).where(col(DataKey.key_ref).in_(wanted[start : start + _CHUNK]))
-            for row in session.exec(query):
-                if row.wrapped is not None and row.kek_id is not None:
-                    wrapped = WrappedKey(row.kek_id, row.wrapped)
-                    out[row.key_ref] = self._provider.unwrap(wrapped, _wrap_context(row))
+        statement = (
+            "SELECT key_ref, subject_hash, version, kek_id, wrapped FROM data_key "
+            "WHERE key_ref IN {in} AND wrapped IS NOT NULL"
+        )
+        for key_ref, subject_hash, version, kek_id, wrapped in Raw(session).query_in(
+            statement, sorted(set(key_refs))
+        ):
+            context = f"{key_ref}|{subject_hash}|{version}".encode()
+            out[key_ref] = self._provider.unwrap(WrappedKey(kek_id, bytes(wrapped)), context)
         return out
 
     def rotate_subject(self, session: Session, subject: str, actor: str) -> str:

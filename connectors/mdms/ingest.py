@@ -33,6 +33,8 @@ from broker.keys.service import DataKeys
 from broker.kit.clock import Clock, to_us
 from broker.kit.envelope import KeyRing, key_ref_of
 from broker.kit.ids import SubjectHasher
+from broker.storage.raw import Raw
+from connectors.dlms.bulk import decode_bodies
 from connectors.dlms.frames import (
     FrameRejected,
     Reason,
@@ -40,11 +42,10 @@ from connectors.dlms.frames import (
     open_ciphered,
     parse_ciphered,
 )
-from connectors.dlms.profile import decode_body
+from connectors.dlms.profile import Profile
 from connectors.mdms.block import DAY_S, Readings, block_context, day_of, decode_day, encode_day
 from connectors.mdms.merge import all_stored, merge
 from connectors.mdms.registry import ACTIVE, KeyState, MeterContext, MeterRegistry
-from connectors.mdms.sql import Raw
 from connectors.mdms.vee import Previous, Quality, VeeLimits, flag_names, validate
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
@@ -253,7 +254,8 @@ class _Run:
     def _open_all(
         self, envelopes: dict[int, tuple[Any, str]], contexts: dict[str, MeterContext]
     ) -> list[_Opened]:
-        opened: list[_Opened] = []
+        """Verify and decrypt each frame, decode all bodies at once, then check each."""
+        plain: list[tuple[int, Any, MeterContext, KeyState, bytes]] = []
         for i, (envelope, meter_id) in envelopes.items():
             ctx = contexts.get(meter_id)
             try:
@@ -265,28 +267,35 @@ class _Run:
                     raise FrameRejected(
                         Reason.UNKNOWN_METER, f"meter {meter_id}: its customer was erased"
                     )
-                opened.append(self._open(i, envelope, ctx))
+                apdu, key = self._decrypt(envelope, ctx)
+                plain.append((i, envelope, ctx, key, data_notification_body(apdu)))
             except FrameRejected as exc:
                 self.reject(i, exc, meter_id)
+        profiles = decode_bodies([p[4] for p in plain])
+        opened: list[_Opened] = []
+        for (i, envelope, ctx, key, _body), profile in zip(plain, profiles, strict=True):
+            try:
+                if isinstance(profile, FrameRejected):
+                    raise profile
+                opened.append(self._check(i, envelope, ctx, key, profile))
+            except FrameRejected as exc:
+                self.reject(i, exc, ctx.meter_id)
         return opened
 
-    def _open(self, index: int, envelope: Any, ctx: MeterContext) -> _Opened:
-        plain, key = self._decrypt(envelope, ctx)
-        profile = decode_body(data_notification_body(plain))
+    def _check(
+        self, index: int, envelope: Any, ctx: MeterContext, key: KeyState, profile: Profile
+    ) -> _Opened:
         if profile.system_title != envelope.system_title:
             raise FrameRejected(
                 Reason.BODY_MISMATCH,
                 f"body names meter {profile.system_title.hex().upper()}, envelope {ctx.meter_id}",
             )
         ends = profile.end_s
-        if int(ends.max()) > self.now_s + self.p.settings.max_future_s:
-            raise FrameRejected(
-                Reason.CLOCK_FUTURE, f"interval ends {int(ends.max()) - self.now_s} s ahead"
-            )
-        if int(ends.min()) < self.now_s - self.p.settings.max_age_s:
-            raise FrameRejected(
-                Reason.CLOCK_PAST, f"interval ends {self.now_s - int(ends.min())} s old"
-            )
+        latest, earliest = int(ends.max()), int(ends.min())
+        if latest > self.now_s + self.p.settings.max_future_s:
+            raise FrameRejected(Reason.CLOCK_FUTURE, f"interval ends {latest - self.now_s} s ahead")
+        if earliest < self.now_s - self.p.settings.max_age_s:
+            raise FrameRejected(Reason.CLOCK_PAST, f"interval ends {self.now_s - earliest} s old")
         readings = Readings(
             ends,
             profile.register_wh.astype(np.int64),
@@ -459,31 +468,31 @@ class _Run:
                 ("text", "int4", "int2", "int2", "int2", "bytea", "int8"),
                 inserts,
             )
-        if updates:
-            raw.executemany(
-                "UPDATE reading_day SET readings = ?, estimated = ?, flags = ?, sealed = ?, "
-                "updated_us = ? WHERE meter_id = ? AND day = ?",
-                updates,
-            )
+        raw.update_many(
+            "reading_day",
+            ("meter_id", "day"),
+            ("readings", "estimated", "flags", "sealed", "updated_us"),
+            ("int2", "int2", "int2", "bytea", "int8", "text", "int4"),
+            updates,
+        )
         touched = list(self.touched.values())
-        if touched:
-            raw.executemany(
-                "UPDATE meter SET last_end_s = ?, last_register_wh = ?, interval_s = ?, "
-                "key_version = ? WHERE meter_id = ?",
-                [
-                    (c.last_end_s, c.last_register_wh, c.interval_s, c.key_version, c.meter_id)
-                    for c in touched
-                ],
-            )
-            raw.executemany(
-                "UPDATE meter_key SET last_ic = ?, valid_until_us = ? "
-                "WHERE meter_id = ? AND version = ?",
-                [
-                    (k.last_ic, k.valid_until_us, c.meter_id, k.version)
-                    for c in touched
-                    for k in c.keys
-                ],
-            )
+        raw.update_many(
+            "meter",
+            ("meter_id",),
+            ("last_end_s", "last_register_wh", "interval_s", "key_version"),
+            ("int8", "int8", "int4", "int4", "text"),
+            [
+                (c.last_end_s, c.last_register_wh, c.interval_s, c.key_version, c.meter_id)
+                for c in touched
+            ],
+        )
+        raw.update_many(
+            "meter_key",
+            ("meter_id", "version"),
+            ("last_ic", "valid_until_us"),
+            ("int8", "int8", "text", "int4"),
+            [(k.last_ic, k.valid_until_us, c.meter_id, k.version) for c in touched for k in c.keys],
+        )
 
     def _blocks(
         self, contexts: dict[str, MeterContext]

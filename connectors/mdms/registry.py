@@ -22,9 +22,9 @@ from broker.keys.service import DataKeys
 from broker.kit.clock import Clock, to_us
 from broker.kit.envelope import KeyProvider, KeyRing, WrappedKey
 from broker.kit.ids import SubjectHasher
+from broker.storage.raw import Raw
 from connectors.mdms.keyfile import CustomerRow, MeterKeyRow
 from connectors.mdms.models import Customer, Meter, MeterKey
-from connectors.mdms.sql import Raw
 
 ACTIVE = "active"
 RETIRED = "retired"

@@ -37,9 +37,12 @@ class Quality(IntFlag):
     GAP_BEFORE = 0x40
 
 
+_NAMES = [[str(q.name).lower() for q in Quality if n & q.value] for n in range(256)]
+
+
 def flag_names(flags: int) -> list[str]:
     """Lower-case names of the flags set in ``flags``, in bit order."""
-    return [str(q.name).lower() for q in Quality if flags & q]
+    return list(_NAMES[flags & 0xFF])
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,32 @@ class Raw:
         else:
             self.driver.executemany(statement, rows)
 
+    def update_many(
+        self,
+        table: str,
+        keys: Sequence[str],
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """``UPDATE table SET columns WHERE keys`` for each row (values: columns, then keys);
+        one statement over arrays on PostgreSQL, executemany on SQLite. ``types`` are the
+        PostgreSQL types of ``columns`` then ``keys``."""
+        if not rows:
+            return
+        names = [*columns, *keys]
+        if not self.postgres:
+            sets = ", ".join(f"{c} = ?" for c in columns)
+            where = " AND ".join(f"{k} = ?" for k in keys)
+            self.driver.executemany(f"UPDATE {table} SET {sets} WHERE {where}", rows)  # noqa: S608
+            return
+        arrays = ", ".join(f"unnest(%s::{t}[]) AS {n}" for n, t in zip(names, types, strict=True))
+        sets = ", ".join(f"{c} = v.{c}" for c in columns)
+        where = " AND ".join(f"{table}.{k} = v.{k}" for k in keys)
+        statement = f"UPDATE {table} SET {sets} FROM (SELECT {arrays}) v WHERE {where}"  # noqa: S608
+        with self.driver.cursor() as cur:
+            cur.execute(statement, [list(col) for col in zip(*rows, strict=True)])
+
     def copy_in(
         self,
         table: str,
