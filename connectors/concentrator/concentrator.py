@@ -22,9 +22,9 @@ import secrets
 import ssl
 import threading
 import time
-from datetime import UTC, datetime
 from types import TracebackType
 
+from connectors.concentrator import alarms
 from connectors.concentrator.alarms import AlarmKind, Alarms
 from connectors.concentrator.backoff import Backoff
 from connectors.concentrator.batching import (
@@ -34,9 +34,10 @@ from connectors.concentrator.batching import (
     RecentFrames,
     frame_fits_a_batch,
 )
-from connectors.concentrator.config import ConcentratorConfig, MiB
+from connectors.concentrator.config import ConcentratorConfig
 from connectors.concentrator.errors import InvalidFrame, SpoolFull
 from connectors.concentrator.https import HttpsMdmsClient
+from connectors.concentrator.link import Link
 from connectors.concentrator.mdms import (
     BadBatch,
     BatchReport,
@@ -48,13 +49,12 @@ from connectors.concentrator.mdms import (
     Refused,
 )
 from connectors.concentrator.spool import Spool, SpooledBatch
-from connectors.concentrator.status import ConcentratorStatus, Counters, Link
+from connectors.concentrator.status import ConcentratorStatus, Counters
 from connectors.dlms.batch import BatchError, decode_batch, encode_batch
 
 logger = logging.getLogger(__name__)
 
 _IDLE_WAIT_S = 1.0  # the longest a background thread sleeps without looking around
-_HOLD = "meters must hold their frames and submit them again later"
 
 
 class Concentrator:
@@ -63,7 +63,6 @@ class Concentrator:
     ) -> None:
         self.config = config
         self._mdms = mdms
-        self._backoff = backoff or Backoff(config.backoff_base_s, config.backoff_cap_s)
         self._spool = Spool.open(config.spool_dir)
         self._id_prefix = f"{config.name}.{secrets.token_hex(4)}."
         self._lock = threading.Lock()
@@ -71,7 +70,7 @@ class Concentrator:
         self._open = OpenBatch(config.max_frames, config.max_batch_bytes)
         self._recent = RecentFrames(config.dedup_window)
         self._counters = Counters()
-        self._link = Link()
+        self._link = Link(backoff or Backoff(config.backoff_base_s, config.backoff_cap_s))
         self._alarms = Alarms(logger)
         self._full = False
         self._stopping = False
@@ -95,6 +94,7 @@ class Concentrator:
             raise InvalidFrame(f"a frame of {len(frame)} bytes does not fit a batch")
         digest = RecentFrames.digest(frame)
         with self._lock:
+            self._check_running()
             if digest in self._recent:
                 self._counters.duplicates_dropped += 1
                 return
@@ -105,7 +105,7 @@ class Concentrator:
             if len(self._open.frames) == 1:
                 self._changed.notify_all()  # the closer learns the new batch's deadline
             if self._open.full:
-                self._close_batch()
+                self._close_batch_if_possible()  # the frame is taken either way
 
     def flush(self) -> None:
         """Close the open batch now (it is on disk when this returns)."""
@@ -163,13 +163,11 @@ class Concentrator:
 
     def stop(self, timeout_s: float | None = None) -> None:
         """Spool the open batch, stop the threads (an answer in flight is awaited), close."""
-        try:
-            self.flush()
-        except SpoolFull as exc:
-            unsaved = len(self._open.frames)
-            logger.error("stopping with %d frames that could not be spooled: %s", unsaved, exc)
         with self._lock:
             self._stopping = True
+            self._close_batch_if_possible()
+            if self._open.frames:
+                logger.error("stopping with %d frames not spooled", len(self._open.frames))
             self._changed.notify_all()
         wait = self.config.request_timeout_s + 5 if timeout_s is None else timeout_s
         for thread in self._threads:
@@ -183,6 +181,10 @@ class Concentrator:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def _check_running(self) -> None:
+        if self._stopping:
+            raise RuntimeError("the concentrator is stopped: it takes no more frames")
 
     # ---- batching (under the lock) -----------------------------------------------------------
 
@@ -203,9 +205,9 @@ class Concentrator:
         try:
             self._spool.append(encode_batch(self._open.frames), self._id_prefix)
         except OSError as exc:
-            text = f"cannot write the spool in {self._spool.directory}: {exc}; "
-            self._alarms.raise_alarm(AlarmKind.SPOOL_UNWRITABLE, text + _HOLD)
-            raise SpoolFull(self._alarms.message(AlarmKind.SPOOL_UNWRITABLE)) from exc
+            text = alarms.spool_unwritable_text(self._spool.directory, exc)
+            self._alarms.raise_alarm(AlarmKind.SPOOL_UNWRITABLE, text)
+            raise SpoolFull(text) from exc
         self._alarms.clear(AlarmKind.SPOOL_UNWRITABLE, "the spool is written again")
         self._open.clear()
         self._counters.batches_closed += 1
@@ -219,10 +221,16 @@ class Concentrator:
                 if left > 0:
                     self._changed.wait(min(left, _IDLE_WAIT_S))
                     continue
-                try:
-                    self._close_batch()
-                except SpoolFull:
+                if not self._close_batch_if_possible():
                     self._changed.wait(self.config.max_delay_s)
+
+    def _close_batch_if_possible(self) -> bool:
+        """Close the open batch; False (the alarm raised) when the spool cannot be written."""
+        try:
+            self._close_batch()
+        except SpoolFull:
+            return False
+        return True
 
     # ---- spool bound (under the lock) --------------------------------------------------------
 
@@ -232,23 +240,22 @@ class Concentrator:
 
     def _declare_full(self) -> None:
         self._full = True
-        used = self._spool.used_bytes + self._open.size
-        text = f"spool full: {_mib(used)} of {_mib(self._bound)} in {self._spool.directory}"
-        if self._spool.dead_bytes:
-            text += f" ({_mib(self._spool.dead_bytes)} of it dead letters)"
-        since = self._link.failing_since
-        if since is not None:
-            text += f"; MDMS unreachable since {since:%Y-%m-%d %H:%M:%S} UTC"
-            text += f" ({self._link.last_error})"
-        else:
-            text += "; the MDMS is not keeping up"
-        self._alarms.raise_alarm(AlarmKind.SPOOL_FULL, f"{text}; {_HOLD}")
+        spool, link = self._spool, self._link
+        text = alarms.spool_full_text(
+            spool.used_bytes + self._open.size,
+            self._bound,
+            spool.directory,
+            spool.dead_bytes,
+            link.failing_since,
+            link.last_error,
+        )
+        self._alarms.raise_alarm(AlarmKind.SPOOL_FULL, text)
 
     def _resume_if_drained(self) -> None:
         level = int(self._bound * self.config.resume_fraction)
         if self._full and self._spool.used_bytes + self._open.size <= level:
             self._full = False
-            self._alarms.clear(AlarmKind.SPOOL_FULL, f"spool down to {_mib(level)} or less")
+            self._alarms.clear(AlarmKind.SPOOL_FULL, f"spool down to {alarms.human_size(level)}")
 
     # ---- sending -----------------------------------------------------------------------------
 
@@ -268,7 +275,7 @@ class Concentrator:
             while not self._stopping:
                 self._watch_dead_letters()
                 batch = self._spool.oldest()
-                left = self._link.retry_at - time.monotonic()
+                left = self._link.wait_s()
                 if batch is not None and left <= 0:
                     return batch
                 self._changed.wait(min(left, _IDLE_WAIT_S) if batch else _IDLE_WAIT_S)
@@ -328,50 +335,31 @@ class Concentrator:
         self._resume_if_drained()
 
     def _busy(self, status: int, retry_after_s: float | None) -> None:
-        if retry_after_s is None:
-            retry_after_s = self._backoff.delay(self._link.attempt)
-            self._link.attempt += 1
-        self._trouble(f"MDMS busy ({status}), retrying in {retry_after_s:.3g} s", retry_after_s)
+        delay = self._link.next_backoff() if retry_after_s is None else retry_after_s
+        self._retry(f"MDMS busy ({status}), retrying in {delay:.3g} s", delay)
 
     def _failed(self, detail: str) -> None:
-        delay = self._backoff.delay(self._link.attempt)
-        self._link.attempt += 1
-        self._trouble(detail, delay)
+        self._retry(detail, self._link.next_backoff())
 
     def _refused(self, status: int, detail: str) -> None:
-        cap = self._backoff.cap_s
-        why = "certificate refused or revoked" if status in (401, 403) else "unexpected answer"
-        self._alarms.raise_alarm(
-            AlarmKind.REFUSED,
-            f"the MDMS refuses this concentrator ({status} {detail}: {why}); "
-            f"{self._spool.pending_count} batches kept in the spool, retrying every {cap:g} s",
-        )
-        self._trouble(f"MDMS answered {status}: {detail}", cap)
+        slowly = self._link.backoff.cap_s
+        text = alarms.refused_text(status, detail, self._spool.pending_count, slowly)
+        self._alarms.raise_alarm(AlarmKind.REFUSED, text)
+        self._retry(f"MDMS answered {status}: {detail}", slowly)
 
-    def _trouble(self, detail: str, delay_s: float) -> None:
+    def _retry(self, detail: str, delay_s: float) -> None:
         self._counters.retries += 1
-        self._link.last_error = detail
-        self._link.retry_at = time.monotonic() + delay_s
-        if self._link.failing_since is None:
-            self._link.failing_since = datetime.now(UTC)
-            logger.warning("cannot deliver to the MDMS: %s; spooling and retrying", detail)
+        self._link.trouble(detail, delay_s)
 
     def _reachable(self) -> None:
         self._alarms.clear(AlarmKind.REFUSED, "the MDMS accepts this concentrator again")
-        if self._link.failing_since is not None:
-            since = self._link.failing_since
-            logger.info("MDMS reachable again (failing since %s)", since.isoformat())
-        self._link.failing_since, self._link.attempt, self._link.retry_at = None, 0, 0.0
+        self._link.reachable()
 
     def _dead_letter(self, batch: SpooledBatch, why: str) -> None:
         path = self._spool.dead_letter(batch, why)
-        self._alarms.raise_alarm(AlarmKind.DEAD_LETTER, self._dead_letter_text(why, path.name))
-
-    def _dead_letter_text(self, why: str, last: str) -> str:
-        return (
-            f"{self._spool.dead_count} batches in the dead-letter folder {self._spool.dead_dir} "
-            f"(latest {last}: {why}); the concentrator built a bad batch: report it"
-        )
+        spool = self._spool
+        text = alarms.dead_letter_text(spool.dead_count, spool.dead_dir, path.name, why)
+        self._alarms.raise_alarm(AlarmKind.DEAD_LETTER, text)
 
     def _watch_dead_letters(self) -> None:
         if not self._alarms.is_active(AlarmKind.DEAD_LETTER):
@@ -387,12 +375,5 @@ class Concentrator:
         if self._spool.pending_count:
             logger.info("found %d spooled batches; resending them", self._spool.pending_count)
         if self._spool.dead_count:
-            text = f"{self._spool.dead_count} batches in the dead-letter folder "
-            text += f"{self._spool.dead_dir}, left by an earlier run: look at their .why notes"
+            text = alarms.leftover_dead_letters_text(self._spool.dead_count, self._spool.dead_dir)
             self._alarms.raise_alarm(AlarmKind.DEAD_LETTER, text)
-
-
-def _mib(size: int) -> str:
-    if size >= MiB:
-        return f"{size / MiB:.1f} MiB"
-    return f"{size / 1024:.1f} KiB" if size >= 1024 else f"{size} bytes"

@@ -49,13 +49,3 @@ class Counters:
     retries: int = 0
     answers: Counter[str] = field(default_factory=Counter)
     rejections: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass
-class Link:
-    """The state of the way to the MDMS: since when it fails, how often, when to try again."""
-
-    failing_since: datetime | None = None
-    attempt: int = 0
-    retry_at: float = 0.0
-    last_error: str | None = None

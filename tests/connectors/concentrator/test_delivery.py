@@ -286,3 +286,38 @@ def test_submit_is_thread_safe_across_many_meters(tmp_path: Path) -> None:
         assert [f for f in sent if f[2:10] == number.to_bytes(8, "big")] == fs
     assert status.frames_submitted == 1_600
     assert all(len(decode_batch(call.body)) <= 64 for call in mdms.calls)
+
+
+def test_stop_spools_the_open_batch_and_the_next_run_delivers_it(tmp_path: Path) -> None:
+    frames = frames_of(4, 3)
+    with Concentrator(FakeMdms([Failed("down")] * 100), fast_config(tmp_path)) as first:
+        for frame in frames:
+            first.submit(frame)
+    with pytest.raises(RuntimeError, match="stopped"):
+        first.submit(frames_of(4, 1, start=99)[0])
+    mdms = FakeMdms()
+    with Concentrator(mdms, fast_config(tmp_path)) as second:
+        assert second.drain(5)
+    assert mdms.sent_frames() == frames
+
+
+def test_unwritable_spool_refuses_the_frame_and_keeps_the_batch_in_memory(
+    tmp_path: Path,
+) -> None:
+    spool_dir, moved = tmp_path / "spool", tmp_path / "moved"
+    mdms = FakeMdms()
+    concentrator = Concentrator(mdms, fast_config(spool_dir, max_delay_s=60))
+    first, second = frames_of(5, 2)
+    concentrator.submit(first)
+    spool_dir.rename(moved)
+    spool_dir.write_bytes(b"not a directory")  # every write into the spool now fails
+    with pytest.raises(SpoolFull, match="cannot write the spool"):
+        concentrator.flush()
+    assert "cannot write the spool" in (concentrator.status().alarm or "")
+    spool_dir.unlink()
+    moved.rename(spool_dir)
+    concentrator.submit(second)
+    with concentrator:
+        assert concentrator.drain(5)
+        assert concentrator.status().alarm is None
+    assert mdms.sent_frames() == [first, second]
