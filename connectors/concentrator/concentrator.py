@@ -173,6 +173,10 @@ class Concentrator:
         for thread in self._threads:
             thread.join(wait)
         self._mdms.close()
+        if any(thread.is_alive() for thread in self._threads):
+            logger.error("the concentrator's threads did not stop; the spool stays locked")
+            return
+        self._spool.close()
 
     def __enter__(self) -> Concentrator:
         return self.start()
@@ -335,7 +339,10 @@ class Concentrator:
         self._resume_if_drained()
 
     def _busy(self, status: int, retry_after_s: float | None) -> None:
-        delay = self._link.next_backoff() if retry_after_s is None else retry_after_s
+        if retry_after_s is None:
+            delay = self._link.next_backoff()
+        else:  # honoured, but "Retry-After: 0" must not make a busy loop
+            delay = max(retry_after_s, self._link.backoff.base_s)
         self._retry(f"MDMS busy ({status}), retrying in {delay:.3g} s", delay)
 
     def _failed(self, detail: str) -> None:

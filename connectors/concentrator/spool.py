@@ -6,7 +6,8 @@ id, ``<seq, 16 digits>_<batch id>.dlmb``; the content is the encoded batch, exac
 of the request. A file is deleted only after the MDMS answered 200. A batch the MDMS calls
 malformed (or a file that no longer decodes) moves to ``dead/`` with a ``.why`` note beside it
 and stays there for an operator. A spool opened on the same directory finds the pending batches
-again, in order, under the same ids.
+again, in order, under the same ids. One concentrator at a time: ``.lock`` in the directory is
+held (``flock``) while the spool is open, and the kernel lets it go when the process dies.
 
 Not thread-safe: the concentrator serialises calls under its lock (``read`` excepted, which
 touches only the file of the oldest batch).
@@ -14,17 +15,20 @@ touches only the file of the oldest batch).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from connectors.concentrator.errors import ConcentratorError
 from connectors.dlms.batch import check_batch_id
 
 SUFFIX = ".dlmb"
 DEAD_DIR = "dead"
 _TEMP_SUFFIX = ".tmp"
+_LOCK = ".lock"
 _NAME = re.compile(r"(\d{16})_([A-Za-z0-9._-]{1,64})\.dlmb")
 
 
@@ -37,8 +41,11 @@ class SpooledBatch:
 
 
 class Spool:
-    def __init__(self, directory: Path, pending: list[SpooledBatch], dead: list[SpooledBatch]):
+    def __init__(
+        self, directory: Path, lock_fd: int, pending: list[SpooledBatch], dead: list[SpooledBatch]
+    ) -> None:
         self.directory = directory
+        self._lock_fd: int | None = lock_fd
         self.dead_dir = directory / DEAD_DIR
         self._pending = deque(pending)
         self._pending_bytes = sum(b.size for b in pending)
@@ -49,9 +56,16 @@ class Spool:
     def open(cls, directory: Path) -> Spool:
         """The spool in ``directory`` (created 0700), with what an earlier run left in it."""
         (directory / DEAD_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_fd = _lock(directory)
         for leftover in directory.glob(f"*{_TEMP_SUFFIX}"):
             leftover.unlink()  # a write that never reached its rename: the batch was not taken
-        return cls(directory, _scan(directory), _scan(directory / DEAD_DIR))
+        return cls(directory, lock_fd, _scan(directory), _scan(directory / DEAD_DIR))
+
+    def close(self) -> None:
+        """Let another concentrator open the directory."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     # ---- sizes -------------------------------------------------------------------------------
 
@@ -125,6 +139,16 @@ class Spool:
         self._check_oldest(batch)
         self._pending.popleft()
         self._pending_bytes -= batch.size
+
+
+def _lock(directory: Path) -> int:
+    fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConcentratorError(f"another concentrator uses the spool in {directory}") from None
+    return fd
 
 
 def _scan(directory: Path) -> list[SpooledBatch]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -252,20 +254,37 @@ def _submit_until_full(concentrator: Concentrator, frames: list[bytes]) -> int:
     raise AssertionError("the spool never filled up")
 
 
+_CRASHING_RUN = """
+import os, ssl, sys
+from pathlib import Path
+from connectors.concentrator import Concentrator
+from tests.connectors.concentrator.fakes import fast_config, frames_of
+config = fast_config(Path(sys.argv[1]), max_frames=7, max_delay_s=60)
+concentrator = Concentrator.over_https("https://127.0.0.1:9", ssl.create_default_context(), config)
+for frame in frames_of(3, 30):
+    concentrator.submit(frame)
+concentrator.flush()
+os._exit(9)
+"""
+
+
 def test_crash_recovery_delivers_what_the_first_run_left_under_the_same_ids(
     tmp_path: Path,
 ) -> None:
-    frames = frames_of(3, 30)
-    crashed = Concentrator(FakeMdms(), fast_config(tmp_path, max_frames=7, max_delay_s=60))
-    for frame in frames:
-        crashed.submit(frame)
-    crashed.flush()  # then the process dies: never started, never stopped
+    crashed = subprocess.run(
+        [sys.executable, "-c", _CRASHING_RUN, str(tmp_path)],
+        cwd=Path(__file__).parents[3],
+        timeout=60,
+        check=False,
+    )
+    assert crashed.returncode == 9  # died holding the spool's lock, never stopped
     left = _spool_files(tmp_path)
+    assert len(left) == 5
     mdms = FakeMdms()
     with Concentrator(mdms, fast_config(tmp_path)) as recovered:
         assert recovered.drain(5)
     assert mdms.batch_ids() == [name.split("_", 1)[1].removesuffix(".dlmb") for name in left]
-    assert mdms.sent_frames() == frames
+    assert mdms.sent_frames() == frames_of(3, 30)
     assert _spool_files(tmp_path) == []
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.concentrator import ConcentratorError
 from connectors.concentrator.spool import Spool, SpooledBatch
 from connectors.dlms.batch import encode_batch
 from tests.connectors.concentrator.fakes import frames_of
@@ -30,13 +31,16 @@ def test_a_batch_file_holds_the_encoded_batch_under_its_id_and_order(tmp_path: P
 def test_reopened_spool_finds_pending_batches_in_order(tmp_path: Path) -> None:
     spool = Spool.open(tmp_path)
     made = [spool.append(_body(n), "dc.a.") for n in range(12)]
+    spool.close()
     again = Spool.open(tmp_path)
     assert [b.batch_id for b in _all(again)] == [b.batch_id for b in made]
     assert again.append(_body(99), "dc.b.").seq == 13  # numbering goes on, order kept
 
 
 def test_half_written_temporary_file_is_discarded_on_open(tmp_path: Path) -> None:
-    Spool.open(tmp_path).append(_body(1), "dc.a.")
+    first = Spool.open(tmp_path)
+    first.append(_body(1), "dc.a.")
+    first.close()
     (tmp_path / "0000000000000002_dc.a.2.dlmb.tmp").write_bytes(b"DLMB\x01")
     spool = Spool.open(tmp_path)
     assert spool.pending_count == 1
@@ -77,3 +81,11 @@ def _all(spool: Spool) -> list[SpooledBatch]:
         found.append(batch)
         spool.remove(batch)
     return found
+
+
+def test_one_concentrator_at_a_time_uses_a_spool_directory(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path)
+    with pytest.raises(ConcentratorError, match="another concentrator"):
+        Spool.open(tmp_path)
+    spool.close()
+    Spool.open(tmp_path).close()
