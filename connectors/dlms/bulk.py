@@ -11,23 +11,51 @@ one-by-one answer; the tests check both paths give the same result on every shap
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from connectors.dlms.frames import FrameRejected
-from connectors.dlms.profile import (
-    _ENTRY_DTYPE,
-    _ENTRY_FIXED,
-    _HEAD,
-    ENTRY_SIZE,
-    MAX_ENTRIES,
-    PROFILE_OBIS,
-    Profile,
-    _entry_times,
-    decode_body,
-)
+from connectors.dlms.profile import ENTRY_SIZE, MAX_ENTRIES, PROFILE_OBIS, Profile, decode_body
 
+_HEAD = bytes((0x02, 0x03, 0x09, 0x08))  # structure(3), octet-string(8) system title
 _OBIS_PART = b"\x09\x06" + PROFILE_OBIS
-_FIXED_OFFSETS = np.array(list(_ENTRY_FIXED), dtype=np.intp)
-_FIXED_VALUES = np.array(list(_ENTRY_FIXED.values()), dtype=np.uint8)
+# An entry: 02 04 | 09 0C date-time(12) | 11 status | 06 register(4) | 06 value(4)
+_FIXED_OFFSETS = np.array([0, 1, 2, 3, 16, 18, 23], dtype=np.intp)
+_FIXED_VALUES = np.array([0x02, 0x04, 0x09, 0x0C, 0x11, 0x06, 0x06], dtype=np.uint8)
+_ENTRY = np.dtype(
+    [
+        ("h", "V4"),
+        ("year", ">u2"),
+        ("month", "u1"),
+        ("day", "u1"),
+        ("dow", "u1"),
+        ("hour", "u1"),
+        ("minute", "u1"),
+        ("second", "u1"),
+        ("hundredths", "u1"),
+        ("deviation", ">i2"),
+        ("clock_status", "u1"),
+        ("t1", "u1"),
+        ("status", "u1"),
+        ("t2", "u1"),
+        ("register", ">u4"),
+        ("t3", "u1"),
+        ("value", ">u4"),
+    ]
+)
+_MONTH_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _epoch_s(e: NDArray[np.void]) -> NDArray[np.int64]:
+    """Seconds since 1970 of UTC date-times (days from civil, H. Hinnant's algorithm)."""
+    y = e["year"].astype(np.int64)
+    m = e["month"].astype(np.int64)
+    y = y - (m <= 2)
+    era = np.floor_divide(y, 400)
+    yoe = y - era * 400
+    doy = (153 * ((m + 9) % 12) + 2) // 5 + e["day"].astype(np.int64) - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    clock = e["hour"].astype(np.int64) * 3600 + e["minute"].astype(np.int64) * 60
+    return np.asarray(days * 86400 + clock + e["second"].astype(np.int64), dtype=np.int64)
 
 
 def _entries_start(body: bytes) -> tuple[int, int] | None:
@@ -77,17 +105,21 @@ def _decode_fast(
     total = sum(counts)
     raw = np.frombuffer(joined, np.uint8).reshape(total, ENTRY_SIZE)
     good_entry = (raw[:, _FIXED_OFFSETS] == _FIXED_VALUES).all(axis=1)
-    entries = np.frombuffer(joined, _ENTRY_DTYPE)
-    month, day = entries["month"], entries["day"]
-    good_entry &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    entries = np.frombuffer(joined, _ENTRY)
+    month, day = entries["month"].astype(np.intp), entries["day"]
+    year = entries["year"]
+    good_entry &= (month >= 1) & (month <= 12) & (day >= 1)
+    good_entry &= day <= _MONTH_DAYS[np.minimum(month, 12)]
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    good_entry &= (month != 2) | (day <= 28) | leap
+    good_entry &= (year >= 1) & (year <= 9999) & (entries["hundredths"] == 0)
     good_entry &= (entries["hour"] <= 23) & (entries["minute"] <= 59) & (entries["second"] <= 59)
-    deviation = entries["deviation"]
-    good_entry &= (deviation == 0) | (deviation == -0x8000)
+    good_entry &= entries["deviation"] == 0
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     good_body = np.logical_and.reduceat(good_entry, starts)
     ok = np.repeat(good_body, counts)
     chosen = entries[ok]
-    ends = _entry_times(chosen) if len(chosen) else np.empty(0, np.int64)
+    ends = _epoch_s(chosen) if len(chosen) else np.empty(0, np.int64)
     status = chosen["status"].astype(np.uint8)
     register = chosen["register"].astype(np.uint32)
     value = chosen["value"].astype(np.uint32)

@@ -15,6 +15,7 @@ is the last of the day before.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,15 +95,18 @@ def encode_day(day: int, interval_s: int, readings: Readings) -> bytes:
     offsets = readings.end_s - day * DAY_S
     if n == 0 or n > DAY_S or offsets.min() < 1 or offsets.max() > DAY_S:
         raise BlockError(f"{n} readings do not all fall in day {day}")
-    head = np.zeros(1, _HEAD)
-    head["version"], head["interval_s"], head["n"] = BLOCK_VERSION, interval_s, n
     records = np.empty(n, RECORD)
     records["offset"] = offsets
     records["register"] = readings.register
     records["value"] = readings.value
     records["status"] = readings.status
     records["quality"] = readings.quality
-    return head.tobytes() + records.tobytes()
+    return day_header(interval_s, n) + records.tobytes()
+
+
+def day_header(interval_s: int, n: int) -> bytes:
+    """The header of a day block's plaintext."""
+    return struct.pack("<BHH", BLOCK_VERSION, interval_s, n)
 
 
 def decode_day(day: int, plaintext: bytes) -> tuple[int, Readings]:

@@ -43,7 +43,9 @@ from connectors.dlms.frames import (
     parse_ciphered,
 )
 from connectors.dlms.profile import Profile
+from connectors.mdms import fastlane
 from connectors.mdms.block import DAY_S, Readings, block_context, day_of, decode_day, encode_day
+from connectors.mdms.fastlane import FastFrame, eligible
 from connectors.mdms.merge import all_stored, merge
 from connectors.mdms.registry import ACTIVE, KeyState, MeterContext, MeterRegistry
 from connectors.mdms.vee import Previous, Quality, VeeLimits, flag_names, validate
@@ -59,6 +61,8 @@ class IngestSettings:
     max_age_s: int = 35 * 86_400
     """Interval ends older than this are refused (stale or replayed history)."""
     default_interval_s: int = 900
+    fast_lane: bool = True
+    """Place the common case (a meter's next push) for the whole batch at once."""
     key_grace_s: int = 86_400
     """How long frames under a superseded meter key still verify."""
     vee: VeeLimits = field(default_factory=VeeLimits)
@@ -211,6 +215,8 @@ class _Run:
         self.horizon: dict[str, int] = {}
         """Per meter, the last day that can hold a stored block (before this batch)."""
         self.touched: dict[str, MeterContext] = {}
+        self.fast_blocks: list[tuple[str, int, bytes, int, int]] = []
+        self.flag_counts: Counter[str] = Counter()
 
     def reject(self, index: int, exc: FrameRejected, meter_id: str | None = None) -> None:
         self.answers[index] = FrameAnswer(REJECTED, exc.reason.value, exc.detail)
@@ -226,7 +232,7 @@ class _Run:
         self._customer_keys(contexts)
         opened = self._open_all(envelopes, contexts)
         accepted, candidates = self._order(opened)
-        self._place(accepted)
+        self._place(accepted, {o.ctx.meter_id for o in candidates})
         self._judge_candidates(candidates)
         self._write(contexts)
         assert all(a is not None for a in self.answers), "every frame is answered"
@@ -340,16 +346,55 @@ class _Run:
 
     # ---- placing readings -------------------------------------------------------------------
 
-    def _place(self, accepted: list[_Opened]) -> None:
+    def _place(self, accepted: list[_Opened], with_candidates: set[str]) -> None:
         by_meter: dict[str, list[_Opened]] = defaultdict(list)
         for o in accepted:
             by_meter[o.ctx.meter_id].append(o)
+        if self.p.settings.fast_lane:
+            self._place_fast(by_meter, with_candidates)
         flagged: dict[str, Readings] = {}
         for meter_id, group in by_meter.items():
             flagged[meter_id] = self._validate(group)
         self._load_days(list(self.days))
         for meter_id, group in by_meter.items():
             self._answer(group, flagged[meter_id])
+
+    def _place_fast(self, by_meter: dict[str, list[_Opened]], with_candidates: set[str]) -> None:
+        """Take the meters the fast lane can place out of ``by_meter`` and place them."""
+        chosen: list[tuple[_Opened, FastFrame]] = []
+        for meter_id, group in by_meter.items():
+            if len(group) != 1 or meter_id in with_candidates:
+                continue
+            o, ends = group[0], group[0].readings.end_s
+            interval = o.ctx.interval_s or (int(ends[1]) - int(ends[0]) if len(ends) > 1 else 0)
+            if interval <= 0:
+                continue
+            frame = FastFrame(
+                meter_id, interval, o.ctx.last_end_s, o.ctx.last_register_wh, o.readings
+            )
+            if eligible(frame, self.horizon.get(meter_id, -1)):
+                chosen.append((o, frame))
+        if not chosen:
+            return
+        placed, counts = fastlane.place([f for _o, f in chosen], self.p.settings.vee)
+        self.flag_counts.update(counts)
+        for (o, frame), block in zip(chosen, placed, strict=True):
+            if block is not None:
+                del by_meter[o.ctx.meter_id]
+                self._take_fast(o, frame, block)
+
+    def _take_fast(self, o: _Opened, frame: FastFrame, block: fastlane.Placed) -> None:
+        ctx = o.ctx
+        ctx.interval_s = frame.interval_s
+        ctx.last_end_s, ctx.last_register_wh = block.last_end, block.last_register
+        self.touched[ctx.meter_id] = ctx
+        self.fast_blocks.append(
+            (ctx.meter_id, block.day, block.plaintext, block.readings, block.flags)
+        )
+        self.result.readings_stored += block.readings
+        self.answers[o.index] = FrameAnswer(
+            ACCEPTED, readings=block.readings, flags=flag_names(block.flags)
+        )
 
     def _validate(self, group: list[_Opened]) -> Readings:
         ctx = group[0].ctx
@@ -366,6 +411,11 @@ class _Run:
         if ctx.last_end_s is None or last > ctx.last_end_s:
             ctx.last_end_s, ctx.last_register_wh = last, int(flagged.register[-1])
         self.result.estimates += len(estimates)
+        for quality in (flagged.quality, estimates.quality):
+            for q in Quality:
+                n = int(np.count_nonzero(quality & q.value))
+                if n:
+                    self.flag_counts[str(q.name).lower()] += n
         return flagged
 
     def _stage(self, meter_id: str, readings: Readings) -> None:
@@ -500,7 +550,11 @@ class _Run:
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         ring = self._ring([r for r in self.key_refs.values() if r is not None])
-        flagged: Counter[str] = Counter()
+        for meter_id, day_no, plain, n, flags in self.fast_blocks:
+            key_ref = self.key_refs[contexts[meter_id].customer_ref]
+            assert key_ref is not None
+            sealed = ring.seal(key_ref, plain, block_context(meter_id, day_no))
+            inserts.append((meter_id, day_no, n, 0, flags, sealed, self.now_us))
         for (meter_id, day_no), day in sorted(self.days.items()):
             if not day.incoming:
                 continue
@@ -516,13 +570,11 @@ class _Run:
             q = merged.readings.quality
             estimated = int(np.count_nonzero(q & Quality.ESTIMATED))
             flags = int(np.bitwise_or.reduce(q)) if len(q) else 0
-            for name in flag_names(flags):
-                flagged[name] += 1
             if day.key_ref is None and len(existing) == 0:
                 inserts.append((meter_id, day_no, len(q), estimated, flags, sealed, self.now_us))
             else:
                 updates.append((len(q), estimated, flags, sealed, self.now_us, meter_id, day_no))
-        self.result.flagged = dict(flagged)
+        self.result.flagged = dict(sorted(self.flag_counts.items()))
         return inserts, updates
 
 
