@@ -25,17 +25,12 @@ from tests.connectors.dlms.vectors import (
     AUTHENTICATION_KEY,
     ENCRYPTION_KEY,
     FAST,
+    GREEN_BOOK_CONTENT,
+    GREEN_BOOK_IC,
+    GREEN_BOOK_PLAIN,
     SYSTEM_TITLE,
 )
 
-# DLMS UA Green Book, the ciphered xDLMS InitiateRequest of the HLS/ciphering example (also in
-# dlms-cosem's tests/test_xdlms/test_initiate.py): suite 0, SC 0x30, IC 01234567, Blue Book keys.
-GREEN_BOOK_PLAIN = bytes.fromhex("01011000112233445566778899AABBCCDDEEFF0000065F1F0400007E1F04B0")
-GREEN_BOOK_CONTENT = bytes.fromhex(
-    "30" "01234567" "801302FF8A7874133D414CED25B42534D28DB0047720606B175BD52211BE68"
-    "41DB204D39EE6FDB8E356855"
-)  # fmt: skip
-GREEN_BOOK_IC = 0x01234567
 SC = bytes((0x30,))
 
 

@@ -20,6 +20,16 @@ MASTER_KEY = bytes.fromhex("000102030405060708090A0B0C0D0E0F")  # the KEK of RFC
 SYSTEM_TITLE = bytes.fromhex("4D4D4D0000BC614E")  # "MMM" 12345678, the Green Book server
 PROFILE_OBIS = bytes((1, 0, 99, 1, 0, 255))
 
+# DLMS UA Green Book, the ciphered xDLMS InitiateRequest of the HLS/ciphering example (also in
+# dlms-cosem's tests/test_xdlms/test_initiate.py): suite 0, SC 0x30, IC 01234567, the keys above
+# and SYSTEM_TITLE. The ciphered content is the same whichever ciphering APDU carries it.
+GREEN_BOOK_PLAIN = bytes.fromhex("01011000112233445566778899AABBCCDDEEFF0000065F1F0400007E1F04B0")
+GREEN_BOOK_CONTENT = bytes.fromhex(
+    "30" "01234567" "801302FF8A7874133D414CED25B42534D28DB0047720606B175BD52211BE68"
+    "41DB204D39EE6FDB8E356855"
+)  # fmt: skip
+GREEN_BOOK_IC = 0x01234567
+
 # Property tests: enough examples to find the shallow bugs, few enough to keep the folder fast.
 FAST = settings(
     max_examples=150,
