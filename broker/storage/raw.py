@@ -86,7 +86,7 @@ class Raw:
         sets = ", ".join(f"{c} = v.{c}" for c in columns)
         where = " AND ".join(f"{table}.{k} = v.{k}" for k in keys)
         statement = f"UPDATE {table} SET {sets} FROM (SELECT {arrays}) v WHERE {where}"  # noqa: S608
-        with self.driver.cursor() as cur:
+        with self.driver.cursor(binary=True) as cur:
             cur.execute(statement, [list(col) for col in zip(*rows, strict=True)])
 
     def copy_in(

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from broker.audit.events import AuditEvent, AuditSink
-from broker.keys.service import DataKeys
+from broker.keys.service import DataKeys, KeyDestroyed
 from broker.kit.clock import Clock, to_us
 from broker.kit.envelope import KeyRing, key_ref_of
 from broker.kit.ids import SubjectHasher
@@ -51,6 +51,7 @@ from connectors.mdms.registry import ACTIVE, KeyState, MeterContext, MeterRegist
 from connectors.mdms.vee import Previous, Quality, VeeLimits, flag_names, validate
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+DATA_KEY_CACHE = 100_000
 MAX_EXAMPLES = 5
 
 
@@ -160,6 +161,7 @@ class IngestPipeline:
         self._clock = clock
         self._hash = hasher
         self.settings = settings or IngestSettings()
+        self._data_key_cache: dict[str, bytes] = {}
 
     def ingest(
         self, session: Any, frames: Sequence[bytes], source: str, batch_id: str, actor: str
@@ -253,9 +255,16 @@ class _Run:
         return out
 
     def _customer_keys(self, contexts: dict[str, MeterContext]) -> None:
-        customers = sorted({c.customer_ref for c in contexts.values() if c.status == ACTIVE})
-        if customers:
-            self.key_refs = self.p._data_keys.current_refs(self.session, customers, "mdms")
+        """Each customer's live data key, read with the meters; keys created for customers
+        that have none (provisioned before they had one)."""
+        self.key_refs = {c.customer_ref: c.data_key_ref for c in contexts.values()}
+        missing = [
+            c.customer_ref
+            for c in contexts.values()
+            if c.data_key_ref is None and c.status == ACTIVE
+        ]
+        if missing:
+            self.key_refs.update(self.p._data_keys.current_refs(self.session, missing, "mdms"))
 
     def _open_all(
         self, envelopes: dict[int, tuple[Any, str]], contexts: dict[str, MeterContext]
@@ -328,6 +337,7 @@ class _Run:
         for o in opened:
             if o.ic > o.key.last_ic:
                 o.key.last_ic = o.ic
+                o.key.changed = o.key.version != o.ctx.key_version
                 accepted.append(o)
                 if o.key.version > o.ctx.key_version:
                     self._promote(o.ctx, o.key)
@@ -341,7 +351,9 @@ class _Run:
         for old in ctx.keys:
             if old.version < key.version and old.valid_until_us is None:
                 old.valid_until_us = self.now_us + self.p.settings.key_grace_s * 1_000_000
+                old.changed = True  # now a past version: its counter moves to meter_key
         ctx.key_version = key.version
+        key.changed = False
         self.touched[ctx.meter_id] = ctx
 
     # ---- placing readings -------------------------------------------------------------------
@@ -463,8 +475,21 @@ class _Run:
             day.key_ref = key_ref_of(sealed)
 
     def _ring(self, key_refs: Sequence[str]) -> KeyRing:
-        keys = self.p._data_keys.load_many(self.session, key_refs)
-        return KeyRing(lambda ref: keys[ref])
+        """Data keys, unwrapped once and kept in a bounded cache across batches (a key that
+        is destroyed stops being asked for: ``_customer_keys`` no longer names it)."""
+        cache = self.p._data_key_cache
+        missing = [r for r in set(key_refs) if r not in cache]
+        if missing:
+            cache.update(self.p._data_keys.load_many(self.session, missing))
+        while len(cache) > DATA_KEY_CACHE:
+            cache.pop(next(iter(cache)))
+        return KeyRing(lambda ref: cache[ref] if ref in cache else self._load_one(ref))
+
+    def _load_one(self, key_ref: str) -> bytes:
+        found = self.p._data_keys.load_many(self.session, [key_ref])
+        if key_ref not in found:
+            raise KeyDestroyed(f"data key {key_ref} was destroyed")
+        return found[key_ref]
 
     def _judge_candidates(self, candidates: list[_Opened]) -> None:
         """A counter not above the last accepted: a resend (duplicate) or a replay."""
@@ -529,10 +554,17 @@ class _Run:
         raw.update_many(
             "meter",
             ("meter_id",),
-            ("last_end_s", "last_register_wh", "interval_s", "key_version"),
-            ("int8", "int8", "int4", "int4", "text"),
+            ("last_end_s", "last_register_wh", "interval_s", "key_version", "last_ic"),
+            ("int8", "int8", "int4", "int4", "int8", "text"),
             [
-                (c.last_end_s, c.last_register_wh, c.interval_s, c.key_version, c.meter_id)
+                (
+                    c.last_end_s,
+                    c.last_register_wh,
+                    c.interval_s,
+                    c.key_version,
+                    c.last_ic(),
+                    c.meter_id,
+                )
                 for c in touched
             ],
         )
@@ -541,7 +573,12 @@ class _Run:
             ("meter_id", "version"),
             ("last_ic", "valid_until_us"),
             ("int8", "int8", "text", "int4"),
-            [(k.last_ic, k.valid_until_us, c.meter_id, k.version) for c in touched for k in c.keys],
+            [
+                (k.last_ic, k.valid_until_us, c.meter_id, k.version)
+                for c in touched
+                for k in c.keys
+                if k.changed
+            ],
         )
 
     def _blocks(

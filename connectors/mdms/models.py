@@ -25,6 +25,8 @@ class Customer(SQLModel, table=True):
     __tablename__ = "customer"
 
     customer_ref: str = Field(sa_column=Column(String(64), primary_key=True))
+    subject_hash: str = Field(sa_column=Column(String(80), nullable=False))
+    """The keyed hash that names the customer's data keys (``data_key.subject_hash``)."""
     name_sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     address_sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     account_sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
@@ -48,6 +50,9 @@ class Meter(SQLModel, table=True):
     status: str = Field(sa_column=Column(String(16), nullable=False))
     key_version: int = Field(sa_column=Column(Integer, nullable=False))
     """The version of ``meter_key`` the meter was last told to use."""
+    last_ic: int = Field(sa_column=Column(BigInteger, nullable=False))
+    """The highest invocation counter accepted under ``key_version`` (kept here, not in
+    ``meter_key``, so ingest updates one row per meter)."""
     downlink_ic: int = Field(sa_column=Column(BigInteger, nullable=False))
     """The invocation counter of the MDMS's last ciphered request to this meter."""
     interval_s: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
@@ -75,7 +80,8 @@ class MeterKey(SQLModel, table=True):
     )
     master_wrapped: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     last_ic: int = Field(sa_column=Column(BigInteger, nullable=False))
-    """The highest invocation counter accepted under this key version."""
+    """The highest counter accepted under this version while it is not the meter's current
+    one (for the current version, ``meter.last_ic`` holds it)."""
     created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
     valid_until_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     """None while current; the end of the grace window once superseded."""

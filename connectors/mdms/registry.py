@@ -29,6 +29,7 @@ from connectors.mdms.models import Customer, Meter, MeterKey
 ACTIVE = "active"
 RETIRED = "retired"
 _KEY_CACHE = 200_000
+INGEST_LOCK = 0x4D444D53  # "MDMS": the advisory lock that serialises meter-state writers
 
 
 class ProvisioningError(BrokerError):
@@ -43,6 +44,8 @@ class KeyState:
     kek_id: str
     encryption_wrapped: bytes
     authentication_wrapped: bytes
+    changed: bool = False
+    """Set when ingest moved ``last_ic`` or ``valid_until_us`` of a non-current version."""
 
 
 @dataclass
@@ -56,7 +59,13 @@ class MeterContext:
     interval_s: int | None
     last_end_s: int | None
     last_register_wh: int | None
+    data_key_ref: str | None
+    """The customer's live data key (None: the customer was erased, or has no key yet)."""
     keys: list[KeyState] = field(default_factory=list)
+
+    def last_ic(self) -> int:
+        """The counter of the current key version (0 when it has none loaded)."""
+        return next((k.last_ic for k in self.keys if k.version == self.key_version), 0)
 
     def candidates(self, now_us: int) -> list[KeyState]:
         """Key versions a frame may be sealed under: the current one first, then a newer one
@@ -81,9 +90,13 @@ def pii_context(customer_ref: str, name: str) -> bytes:
 
 _LOAD = (
     "SELECT m.meter_id, m.customer_ref, m.status, m.key_version, m.interval_s, m.last_end_s, "
-    "m.last_register_wh, k.version, k.last_ic, k.valid_until_us, k.kek_id, "
+    "m.last_register_wh, (SELECT d.key_ref FROM data_key d WHERE d.subject_hash = "
+    "c.subject_hash AND d.wrapped IS NOT NULL ORDER BY d.version DESC LIMIT 1), k.version, "
+    "CASE WHEN k.version = m.key_version THEN m.last_ic ELSE k.last_ic END, "
+    "k.valid_until_us, k.kek_id, "
     "k.encryption_wrapped, k.authentication_wrapped "
-    "FROM meter m JOIN meter_key k ON k.meter_id = m.meter_id "
+    "FROM meter m JOIN customer c ON c.customer_ref = m.customer_ref "
+    "JOIN meter_key k ON k.meter_id = m.meter_id "
     "WHERE m.meter_id IN {in} AND k.encryption_wrapped IS NOT NULL"
 )
 
@@ -107,21 +120,20 @@ class MeterRegistry:
     # ---- reading, for ingest ----------------------------------------------------------------
 
     def load(self, session: Session, meter_ids: Sequence[str]) -> dict[str, MeterContext]:
-        """The meters among ``meter_ids`` with their usable key versions, locked for this
-        transaction on PostgreSQL (SQLite's writer lock already serialises ingest)."""
+        """The meters among ``meter_ids`` with their usable key versions. Readers of meter
+        state serialise: SQLite's writer lock does it, on PostgreSQL one transaction-scoped
+        advisory lock does (cheaper than locking every meter row; each batch also ends by
+        locking the audit log's head, so batches commit one after another in any case)."""
         raw = Raw(session)
         wanted = sorted(set(meter_ids))
-        if raw.postgres and wanted:
-            raw.execute(
-                "SELECT 1 FROM meter WHERE meter_id = ANY(?) ORDER BY meter_id FOR UPDATE",
-                [wanted],
-            )
+        if raw.postgres:
+            raw.execute("SELECT pg_advisory_xact_lock(?)", [INGEST_LOCK])
         out: dict[str, MeterContext] = {}
         for row in raw.query_in(_LOAD, wanted):
             ctx = out.get(row[0])
             if ctx is None:
-                ctx = out[row[0]] = MeterContext(*row[:7])
-            ctx.keys.append(KeyState(*row[7:]))
+                ctx = out[row[0]] = MeterContext(*row[:8])
+            ctx.keys.append(KeyState(*row[8:]))
         return out
 
     def keys_of(self, meter_id: str, key: KeyState) -> tuple[bytes, bytes]:
@@ -232,7 +244,7 @@ class MeterRegistry:
             query = select(Meter).where(col(Meter.meter_id).in_(chunk))
             for m in session.exec(query):
                 found[m.meter_id] = MeterContext(
-                    m.meter_id, m.customer_ref, m.status, m.key_version, None, None, None
+                    m.meter_id, m.customer_ref, m.status, m.key_version, None, None, None, None
                 )
         if found:
             current = self.load(session, list(found))
@@ -265,9 +277,11 @@ class MeterRegistry:
         missing = [r for r in refs if r not in known]
         if missing:
             now = to_us(self._clock.now())
-            session.execute(
-                insert(Customer), [{"customer_ref": r, "created_us": now} for r in missing]
-            )
+            rows = [
+                {"customer_ref": r, "subject_hash": self._hash(r), "created_us": now}
+                for r in missing
+            ]
+            session.execute(insert(Customer), rows)
             self._data_keys.current_refs(session, missing, actor)
         return len(missing)
 
@@ -338,6 +352,7 @@ def _meter_values(r: MeterKeyRow, now: int) -> dict[str, object]:
         "postcode": r.postcode,
         "status": ACTIVE,
         "key_version": 1,
+        "last_ic": 0,
         "downlink_ic": 0,
         "interval_s": None,
         "last_end_s": None,

@@ -190,9 +190,16 @@ class KeyRotator:
     def _activate(self, session: Session, meter_id: str, prepared: _Prepared) -> None:
         now = to_us(self._clock.now())
         meter = session.get(Meter, meter_id)
-        assert meter is not None
-        meter.key_version = max(meter.key_version, prepared.version)
-        session.add(meter)
+        pending = session.get(MeterKey, (meter_id, prepared.version))
+        assert meter is not None and pending is not None
+        if meter.key_version >= prepared.version:
+            return  # ingest already saw a frame under the new keys and made them current
+        previous = session.get(MeterKey, (meter_id, meter.key_version))
+        assert previous is not None
+        previous.last_ic = meter.last_ic  # the old version's counter moves to its own row
+        meter.key_version, meter.last_ic = prepared.version, pending.last_ic
+        session.add_all([meter, previous])
+        session.flush()
         query = select(MeterKey).where(
             MeterKey.meter_id == meter_id, col(MeterKey.version) < prepared.version
         )
