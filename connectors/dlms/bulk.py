@@ -10,6 +10,8 @@ one-by-one answer; the tests check both paths give the same result on every shap
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -76,9 +78,35 @@ def _entries_start(body: bytes) -> tuple[int, int] | None:
     return n, pos
 
 
-def decode_bodies(bodies: list[bytes]) -> list[Profile | FrameRejected]:
-    """Each body's ``Profile``, or the ``FrameRejected`` that ``decode_body`` raises for it."""
-    out: list[Profile | FrameRejected | None] = [None] * len(bodies)
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A decoded body as ingest uses it: 64-bit columns and the span of its interval ends."""
+
+    system_title: bytes
+    end_s: NDArray[np.int64]
+    status: NDArray[np.uint8]
+    register: NDArray[np.int64]
+    value: NDArray[np.int64]
+    earliest: int
+    latest: int
+
+    @classmethod
+    def of(cls, p: Profile) -> Decoded:
+        ends = p.end_s.astype(np.int64)
+        return cls(
+            p.system_title,
+            ends,
+            p.status.astype(np.uint8),
+            p.register_wh.astype(np.int64),
+            p.interval_wh.astype(np.int64),
+            int(ends.min()),
+            int(ends.max()),
+        )
+
+
+def decode_bodies(bodies: list[bytes]) -> list[Decoded | FrameRejected]:
+    """Each body decoded, or the ``FrameRejected`` that ``decode_body`` raises for it."""
+    out: list[Decoded | FrameRejected | None] = [None] * len(bodies)
     fast: list[int] = []
     counts: list[int] = []
     parts: list[bytes] = []
@@ -95,46 +123,58 @@ def decode_bodies(bodies: list[bytes]) -> list[Profile | FrameRejected]:
     return [o if o is not None else _one(bodies[i]) for i, o in enumerate(out)]
 
 
+def _valid_entries(entries: NDArray[np.void], raw: NDArray[np.uint8]) -> NDArray[np.bool_]:
+    """Entries with the fixed type bytes and a valid UTC date-time (else: the slow path)."""
+    good = (raw[:, _FIXED_OFFSETS] == _FIXED_VALUES).all(axis=1)
+    month, day = entries["month"].astype(np.intp), entries["day"]
+    year = entries["year"]
+    good &= (month >= 1) & (month <= 12) & (day >= 1)
+    good &= day <= _MONTH_DAYS[np.minimum(month, 12)]
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    good &= (month != 2) | (day <= 28) | leap
+    good &= (year >= 1) & (year <= 9999) & (entries["hundredths"] == 0)
+    good &= (entries["hour"] <= 23) & (entries["minute"] <= 59) & (entries["second"] <= 59)
+    good &= entries["deviation"] == 0
+    return np.asarray(good, dtype=np.bool_)
+
+
 def _decode_fast(
     bodies: list[bytes],
     fast: list[int],
     counts: list[int],
     joined: bytes,
-    out: list[Profile | FrameRejected | None],
+    out: list[Decoded | FrameRejected | None],
 ) -> None:
     total = sum(counts)
-    raw = np.frombuffer(joined, np.uint8).reshape(total, ENTRY_SIZE)
-    good_entry = (raw[:, _FIXED_OFFSETS] == _FIXED_VALUES).all(axis=1)
     entries = np.frombuffer(joined, _ENTRY)
-    month, day = entries["month"].astype(np.intp), entries["day"]
-    year = entries["year"]
-    good_entry &= (month >= 1) & (month <= 12) & (day >= 1)
-    good_entry &= day <= _MONTH_DAYS[np.minimum(month, 12)]
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    good_entry &= (month != 2) | (day <= 28) | leap
-    good_entry &= (year >= 1) & (year <= 9999) & (entries["hundredths"] == 0)
-    good_entry &= (entries["hour"] <= 23) & (entries["minute"] <= 59) & (entries["second"] <= 59)
-    good_entry &= entries["deviation"] == 0
+    good_entry = _valid_entries(entries, np.frombuffer(joined, np.uint8).reshape(total, ENTRY_SIZE))
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     good_body = np.logical_and.reduceat(good_entry, starts)
-    ok = np.repeat(good_body, counts)
-    chosen = entries[ok]
-    ends = _epoch_s(chosen) if len(chosen) else np.empty(0, np.int64)
+    chosen = entries if good_body.all() else entries[np.repeat(good_body, counts)]
+    kept = [n for n, good in zip(counts, good_body.tolist(), strict=True) if good]
+    if not kept:
+        return
+    ends = _epoch_s(chosen)
     status = chosen["status"].astype(np.uint8)
-    register = chosen["register"].astype(np.uint32)
-    value = chosen["value"].astype(np.uint32)
-    pos = 0
+    register = chosen["register"].astype(np.int64)
+    value = chosen["value"].astype(np.int64)
+    kept_starts = np.concatenate(([0], np.cumsum(kept)[:-1]))
+    earliest = np.minimum.reduceat(ends, kept_starts).tolist()
+    latest = np.maximum.reduceat(ends, kept_starts).tolist()
+    pos, k = 0, 0
     for i, n, good in zip(fast, counts, good_body.tolist(), strict=True):
         if not good:
             continue  # decoded one by one, for its precise answer
-        body = bodies[i]
         cut = slice(pos, pos + n)
-        out[i] = Profile(body[4:12], ends[cut], status[cut], register[cut], value[cut])
-        pos += n
+        title = bodies[i][4:12]
+        out[i] = Decoded(
+            title, ends[cut], status[cut], register[cut], value[cut], earliest[k], latest[k]
+        )
+        pos, k = pos + n, k + 1
 
 
-def _one(body: bytes) -> Profile | FrameRejected:
+def _one(body: bytes) -> Decoded | FrameRejected:
     try:
-        return decode_body(body)
+        return Decoded.of(decode_body(body))
     except FrameRejected as exc:
         return exc

@@ -34,7 +34,7 @@ from broker.kit.clock import Clock, to_us
 from broker.kit.envelope import KeyRing, key_ref_of
 from broker.kit.ids import SubjectHasher
 from broker.storage.raw import Raw
-from connectors.dlms.bulk import decode_bodies
+from connectors.dlms.bulk import Decoded, decode_bodies
 from connectors.dlms.frames import (
     FrameRejected,
     Reason,
@@ -42,7 +42,6 @@ from connectors.dlms.frames import (
     open_ciphered,
     parse_ciphered,
 )
-from connectors.dlms.profile import Profile
 from connectors.mdms import fastlane
 from connectors.mdms.block import DAY_S, Readings, block_context, day_of, decode_day, encode_day
 from connectors.mdms.fastlane import FastFrame, eligible
@@ -298,26 +297,21 @@ class _Run:
         return opened
 
     def _check(
-        self, index: int, envelope: Any, ctx: MeterContext, key: KeyState, profile: Profile
+        self, index: int, envelope: Any, ctx: MeterContext, key: KeyState, body: Decoded
     ) -> _Opened:
-        if profile.system_title != envelope.system_title:
+        if body.system_title != envelope.system_title:
             raise FrameRejected(
                 Reason.BODY_MISMATCH,
-                f"body names meter {profile.system_title.hex().upper()}, envelope {ctx.meter_id}",
+                f"body names meter {body.system_title.hex().upper()}, envelope {ctx.meter_id}",
             )
-        ends = profile.end_s
-        latest, earliest = int(ends.max()), int(ends.min())
-        if latest > self.now_s + self.p.settings.max_future_s:
-            raise FrameRejected(Reason.CLOCK_FUTURE, f"interval ends {latest - self.now_s} s ahead")
-        if earliest < self.now_s - self.p.settings.max_age_s:
-            raise FrameRejected(Reason.CLOCK_PAST, f"interval ends {self.now_s - earliest} s old")
-        readings = Readings(
-            ends,
-            profile.register_wh.astype(np.int64),
-            profile.interval_wh.astype(np.int64),
-            profile.status,
-            np.zeros(len(ends), np.uint8),
-        )
+        if body.latest > self.now_s + self.p.settings.max_future_s:
+            ahead = body.latest - self.now_s
+            raise FrameRejected(Reason.CLOCK_FUTURE, f"interval ends {ahead} s ahead")
+        if body.earliest < self.now_s - self.p.settings.max_age_s:
+            old = self.now_s - body.earliest
+            raise FrameRejected(Reason.CLOCK_PAST, f"interval ends {old} s old")
+        quality = np.zeros(len(body.end_s), np.uint8)
+        readings = Readings(body.end_s, body.register, body.value, body.status, quality)
         return _Opened(index, ctx, key, envelope.invocation_counter, readings)
 
     def _decrypt(self, envelope: Any, ctx: MeterContext) -> tuple[bytes, KeyState]:
