@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
+from rich.progress import Progress, TaskID, track
 from rich.table import Table
 
 from broker.cli.common import actor, console, print_json, runtime
@@ -13,6 +17,18 @@ from broker.errors import BrokerError
 from broker.keys.files import read_secret_file
 from broker.settings import load_settings
 from connectors.mdms.keyfile import read_key_file
+from connectors.mdms.rotation import MDMS_SYSTEM_TITLE, KeyRotator
+from connectors.meters.files import write_capture, write_customers, write_keyfile
+from connectors.meters.simulator import Fleet
+from connectors.meters.state import (
+    STATE_FILE,
+    FleetLink,
+    FleetStateError,
+    load_fleet,
+    save_fleet,
+)
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Meters and their keys.", no_args_is_help=True)
 
@@ -78,3 +94,91 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
         )
     console.print(table)
     console.print(f"{len(meters)} meters")
+
+
+@app.command("simulate")
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder of the simulated fleet (created).")],
+    meters: Annotated[int, typer.Option(min=1, help="Meters in a new fleet.")] = 200,
+    days: Annotated[int, typer.Option(min=1, max=35, help="Days of pushes to produce.")] = 7,
+    seed: Annotated[int, typer.Option(help="Seed of a new fleet.")] = 1,
+    interval: Annotated[int, typer.Option(help="Profile interval in seconds.")] = 900,
+    push_intervals: Annotated[
+        int, typer.Option(help="Intervals per push (96 = one push a day at 15 min).")
+    ] = 96,
+) -> None:
+    """Simulate meters: a key file, a customer file, and a capture of their pushes.
+
+    A new fleet's days end at midnight UTC today; run it again on the same folder to produce
+    the following days, with the meters' counters, registers and keys carried on."""
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if (out / STATE_FILE).exists():
+        fleet, start = _load(out)
+    else:
+        fleet = Fleet.create(meters, seed, interval)
+        start = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
+        write_keyfile(out / "keys.csv", fleet.meters)
+        write_customers(out / "customers.csv", fleet.meters)
+    capture = out / f"capture-{start.isoformat()}-{days}d.hex"
+    total = len(fleet) * days * (86_400 // fleet.interval_s // push_intervals)
+    with Progress(console=console) as progress:
+        task = progress.add_task("pushes", total=total)
+        pushes = (
+            f for _m, f in _ticking(fleet.frames(start, days, push_intervals), progress, task)
+        )
+        written = write_capture(capture, pushes, comment=f"{len(fleet)} meters from {start}")
+    save_fleet(fleet, out, start + dt.timedelta(days=days))
+    console.print(f"{written} frames of {len(fleet)} meters from {start}: {capture}")
+    console.print(f"key file {out / 'keys.csv'}, customers {out / 'customers.csv'}")
+
+
+def _load(folder: Path) -> tuple[Fleet, dt.date]:
+    try:
+        return load_fleet(folder)
+    except FleetStateError as exc:
+        raise BrokerError(str(exc)) from None
+
+
+def _ticking(items: Iterator[T], progress: Progress, task: TaskID) -> Iterator[T]:
+    for item in items:
+        progress.advance(task)
+        yield item
+
+
+@app.command("rotate-keys")
+def rotate_keys(
+    simulator: Annotated[Path, typer.Option(help="Folder of the simulated fleet.")],
+    meter: Annotated[
+        list[str] | None, typer.Option(help="Meter system title (repeatable); default all.")
+    ] = None,
+    grace_hours: Annotated[
+        float, typer.Option(min=0, help="Hours frames under the old keys still verify.")
+    ] = 24.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Rotate meter keys by DLMS global key transfer (RFC 3394 wrap) to simulated meters."""
+    fleet, next_day = _load(simulator)
+    wanted = (
+        [m.upper() for m in meter]
+        if meter
+        else [m.system_title.hex().upper() for m in fleet.meters]
+    )
+    link = FleetLink(fleet, MDMS_SYSTEM_TITLE)
+    results = []
+    with runtime() as rt:
+        rotator = KeyRotator(
+            rt.db, rt.meters, rt.kek, rt.audit, rt.clock, rt.hasher, int(grace_hours * 3600)
+        )
+        try:
+            for meter_id in track(wanted, description="key transfer", console=console):
+                results.append(rotator.rotate(meter_id, link, actor()))
+        finally:
+            save_fleet(fleet, simulator, next_day)  # the meters keep what they were sent
+    outcomes = Counter(r.outcome for r in results)
+    if as_json:
+        print_json([r.__dict__ for r in results])
+        return
+    for r in results:
+        if r.outcome != "rotated":
+            console.print(f"{r.meter_id}: {r.outcome} ({r.detail})")
+    console.print(f"rotated {outcomes['rotated']} of {len(results)} meters: {dict(outcomes)}")

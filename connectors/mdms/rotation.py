@@ -86,7 +86,7 @@ class KeyRotator:
         prepared = self._prepare(meter_id, actor)
         try:
             response = link.exchange(meter_id, prepared.request)
-        except MeterUnreachable as exc:
+        except (MeterUnreachable, frames.FrameRejected, OSError) as exc:
             return self._finish(meter_id, prepared, "no_answer", f"no answer: {exc}", actor)
         try:
             result = self._read_response(meter_id, prepared.current, response)
