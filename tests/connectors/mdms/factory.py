@@ -29,12 +29,13 @@ class TestMeter:
     ic: int = 0
     register: int = 50_000
     interval_s: int = 900
+    manufacturer: bytes = b"XSM"
 
     __test__ = False  # not a pytest class
 
     @property
     def title(self) -> bytes:
-        return b"XSM" + self.serial.to_bytes(5, "big")
+        return self.manufacturer + self.serial.to_bytes(5, "big")
 
     @property
     def meter_id(self) -> str:
