@@ -1,10 +1,11 @@
-"""``broker demo``: the foundation's story end to end on a fresh embedded data directory.
+"""``broker demo``: the whole story end to end on a fresh embedded data directory.
 
-Steps: initialise keys, CA and database; issue certificates; seal customers' records under data
-keys of their own, rotate the KEK, erase one customer by crypto-shredding; write a burst of audit
-events in group commits; serve ``/healthz`` over mutual TLS and show who gets in; export the
-audit log and verify it offline, then show that a tampered copy is caught. It writes
-``summary.json`` and ``audit-export.jsonl`` into the output directory. Later issues grow it.
+Steps: initialise keys, CA and database; issue certificates; the reference path of simulated
+meters, concentrators and the MDMS with its attacks (``broker.demo_path``); rotate the KEK and
+erase one customer by crypto-shredding; write a burst of audit events in group commits; serve
+``/healthz`` over mutual TLS and show who gets in; export the audit log and verify it offline,
+then show that a tampered copy is caught. It writes ``summary.json`` and
+``audit-export.jsonl`` into the output directory.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from broker.audit.verify import VerificationFailed, verify_bundle
 from broker.ca.authority import Issued
 from broker.ca.service import open_ca
 from broker.errors import ConfigurationError
+from broker.keys.service import KeyDestroyed
 from broker.runtime import Runtime, audit_public_key_path, rotate_kek
 from broker.settings import Mode, Settings
+from connectors.mdms.readings import read_days
 
 SUMMARY = "summary.json"
 EXPORT = "audit-export.jsonl"
@@ -52,7 +55,7 @@ class DemoReport:
 
     def write(self) -> Path:
         path = self.out / SUMMARY
-        body = {"demo": "foundation", "out": str(self.out), "steps": self.steps, **self.facts}
+        body = {"demo": "broker", "out": str(self.out), "steps": self.steps, **self.facts}
         path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
         return path
 
@@ -72,28 +75,24 @@ def demo_settings(out: Path) -> Settings:
     return Settings(mode=Mode.production, data_dir=out / "var", database_url=None)
 
 
-def seal_customers(rt: Runtime, customers: int) -> dict[str, Any]:
-    """Each customer's record sealed under its own data key, opened back to prove it."""
-    sealed: dict[str, bytes] = {}
-    with rt.db.transaction() as session:
-        ring = rt.data_keys.keyring(session)
-        for i in range(customers):
-            ref = rt.data_keys.current_ref(session, f"customer-{i:04d}", ACTOR)
-            sealed[f"customer-{i:04d}"] = ring.seal(ref, b'{"kwh": 9.81}', f"c{i}".encode())
-    with rt.db.transaction() as session:
-        ring = rt.data_keys.keyring(session)
-        opened = sum(
-            ring.open(s, f"c{i}".encode()) == b'{"kwh": 9.81}'
-            for i, s in enumerate(sealed.values())
-        )
-    return {"customers": customers, "records_sealed": len(sealed), "records_opened": opened}
-
-
-def rotate_and_shred(rt: Runtime) -> dict[str, Any]:
+def rotate_and_shred(rt: Runtime, customer: str, meter_id: str) -> dict[str, Any]:
+    """Rotate the KEK (every data key and meter key re-wrapped, no block re-encrypted), then
+    erase one customer by destroying their data keys: their readings and personal data stay in
+    the database, unreadable, and the audit log still verifies."""
     done = rotate_kek(rt, ACTOR)
     with rt.db.transaction() as session:
-        destroyed = rt.data_keys.destroy(session, "customer-0007", ACTOR, "demo erasure request")
-    return {**done, "shredded": destroyed}
+        before = len(read_days(session, rt.data_keys, meter_id, 0, 1 << 30))
+    with rt.db.transaction() as session:
+        destroyed = rt.data_keys.destroy(session, customer, ACTOR, "demo erasure request")
+    try:
+        with rt.db.transaction() as session:
+            read_days(session, rt.data_keys, meter_id, 0, 1 << 30)
+        after = "STILL READABLE"
+    except KeyDestroyed as exc:
+        after = f"unreadable ({exc.message})"
+    erased = {"customer": customer, "data_keys_destroyed": destroyed}
+    erased |= {"days_readable_before": before, "days_after": after}
+    return {**done, "erased": erased}
 
 
 def audit_burst(rt: Runtime, events: int, batch: int, tick: Callable[[int], None]) -> int:

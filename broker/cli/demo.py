@@ -11,6 +11,13 @@ from rich.table import Table
 
 from broker import demo as story
 from broker.cli.common import console
+from broker.demo_path import (
+    ERASED_CUSTOMER,
+    ERASED_METER,
+    PathOptions,
+    issue_concentrators,
+    run_path,
+)
 from broker.kit.clock import SystemClock
 from broker.runtime import Runtime, initialise
 
@@ -20,9 +27,15 @@ def demo(
         Path, typer.Option(help="Output directory (replaced if an earlier demo's).")
     ] = Path("demo-out"),
     events: Annotated[int, typer.Option(help="Audit events to write in group commits.")] = 20_000,
-    customers: Annotated[int, typer.Option(help="Customers whose records are sealed.")] = 25,
+    meters: Annotated[int, typer.Option(min=10, help="Simulated meters.")] = 200,
+    days: Annotated[int, typer.Option(min=3, max=30, help="Days of readings.")] = 7,
+    push_intervals: Annotated[
+        int, typer.Option(help="15-minute intervals per push (4: hourly; 96: daily).")
+    ] = 4,
+    rotate: Annotated[int, typer.Option(min=0, help="Meters whose keys are rotated.")] = 20,
 ) -> None:
-    """Initialise keys, CA and database; seal, rotate, shred; serve mTLS; export and verify."""
+    """The story end to end: keys and CA; meters → concentrators → MDMS over mutual TLS with
+    attacks caught and keys rotated; audit events; an audit export verified offline."""
     out = out.resolve()
     story.fresh_out_dir(out)
     settings, clock = story.demo_settings(out), SystemClock()
@@ -41,7 +54,8 @@ def demo(
         progress.advance(task)
         rt = Runtime.open(settings, clock)
         try:
-            _run_steps(rt, report, progress, events, customers)
+            path = PathOptions(min(meters, 100_000), days, push_intervals, min(rotate, meters))
+            _run_steps(rt, report, progress, events, path)
         finally:
             rt.close()
     _show(report)
@@ -49,18 +63,40 @@ def demo(
 
 
 def _run_steps(
-    rt: Runtime, report: story.DemoReport, progress: Progress, events: int, customers: int
+    rt: Runtime,
+    report: story.DemoReport,
+    progress: Progress,
+    events: int,
+    path: PathOptions,
 ) -> None:
     task = progress.add_task("issue certificates, revoke one", total=1)
     with report.step("certificates") as step:
         issued = story.issue_certificates(rt)
-        step["issued"] = {name: i.role for name, i in issued.items()}
+        concentrators = issue_concentrators(rt, story.ACTOR)
+        step["issued"] = {name: i.role for name, i in {**issued, **concentrators}.items()}
         step["revoked"] = ["retired-partner"]
     progress.advance(task)
-    task = progress.add_task("seal customer records, rotate KEK, crypto-shred one", total=1)
+    pushes = path.meters * path.days * (96 // path.push_intervals)
+    task = progress.add_task("meters → concentrators → MDMS over mutual TLS", total=pushes)
+    with report.step("reference_path") as step:
+        step.update(
+            run_path(
+                rt,
+                report.out,
+                concentrators,
+                path,
+                story.ACTOR,
+                lambda n: progress.advance(task, n),
+            )
+        )
+    report.facts["reference_path"] = {
+        "frames": step["frames"],
+        "attacks": step["attacks"],
+        "key_rotation": step["key_rotation (C1.6)"],
+    }
+    task = progress.add_task("rotate the KEK, erase a customer (crypto-shredding)", total=1)
     with report.step("keys") as step:
-        step.update(story.seal_customers(rt, customers))
-        step.update(story.rotate_and_shred(rt))
+        step.update(story.rotate_and_shred(rt, ERASED_CUSTOMER, ERASED_METER))
     progress.advance(task)
     task = progress.add_task("audit events in group commits", total=events)
     with report.step("audit_events") as step:

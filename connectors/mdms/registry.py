@@ -9,6 +9,7 @@ key, apart from the readings; erasing a customer (destroying that key) makes bot
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class MeterRegistry:
         self._clock = clock
         self._hash = hasher
         self._keys: OrderedDict[tuple[str, int], tuple[bytes, bytes]] = OrderedDict()
+        self._lock = threading.Lock()  # the server's ingest and a rotation share the cache
 
     # ---- reading, for ingest ----------------------------------------------------------------
 
@@ -139,20 +141,23 @@ class MeterRegistry:
     def keys_of(self, meter_id: str, key: KeyState) -> tuple[bytes, bytes]:
         """(encryption key, authentication key) of a version, unwrapped once and cached."""
         cache_key = (meter_id, key.version)
-        found = self._keys.get(cache_key)
-        if found is not None:
-            self._keys.move_to_end(cache_key)
-            return found
+        with self._lock:
+            found = self._keys.get(cache_key)
+            if found is not None:
+                self._keys.move_to_end(cache_key)
+                return found
         ek = self._unwrap(meter_id, key.version, "ek", key.kek_id, key.encryption_wrapped)
         ak = self._unwrap(meter_id, key.version, "ak", key.kek_id, key.authentication_wrapped)
-        self._keys[cache_key] = (ek, ak)
-        if len(self._keys) > _KEY_CACHE:
-            self._keys.popitem(last=False)
+        with self._lock:
+            self._keys[cache_key] = (ek, ak)
+            if len(self._keys) > _KEY_CACHE:
+                self._keys.popitem(last=False)
         return ek, ak
 
     def forget_keys(self, meter_id: str) -> None:
-        for cache_key in [k for k in self._keys if k[0] == meter_id]:
-            del self._keys[cache_key]
+        with self._lock:
+            for cache_key in [k for k in self._keys if k[0] == meter_id]:
+                del self._keys[cache_key]
 
     def _unwrap(self, meter_id: str, version: int, kind: str, kek_id: str, blob: bytes) -> bytes:
         return self._provider.unwrap(WrappedKey(kek_id, blob), key_context(meter_id, version, kind))

@@ -1,4 +1,6 @@
-"""``broker demo`` runs the foundation's story and leaves a summary and a verifiable export."""
+"""``broker demo`` runs the whole story and leaves a summary and a verifiable export: the
+reference path with its attacks caught (T2, T3), keys rotated without losing a frame (C1.6),
+a customer erased (C1.7), and the audit log verified offline."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from broker.cli.main import main
 
 def test_demo_writes_summary_and_a_verifiable_export(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--events", "700", "--customers", "9"]) == 0
+    args = ["--events", "700", "--meters", "30", "--days", "4", "--rotate", "5"]
+    assert main(["demo", "--out", str(out), *args]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verify_ok"] is True and summary["tampering_caught"] is True
     steps = {step["step"]: step for step in summary["steps"]}
@@ -21,12 +24,25 @@ def test_demo_writes_summary_and_a_verifiable_export(tmp_path: Path) -> None:
     assert healthz["third party with a valid certificate"].startswith("HTTP 200")
     assert healthz["client without a certificate"].startswith("refused")
     assert healthz["client with a revoked certificate"].startswith("refused")
-    assert steps["keys"]["shredded"] == 1 and steps["keys"]["rewrapped"] == 9
+    assert steps["keys"]["rewrapped"] == 30 and steps["keys"]["meter_keys_rewrapped"] == 35
+    erased = steps["keys"]["erased"]
+    assert erased["days_readable_before"] == 4 and erased["days_after"].startswith("unreadable")
+    path = summary["reference_path"]
+    assert path["attacks"] == {
+        "forged (T2)": "rejected: bad_tag",
+        "replayed (T2)": "rejected: replay",
+        "profile_tampered (T3)": "accepted, 1 of 4 readings flagged unreconciled",
+    }
+    assert path["key_rotation"] == {"rotated": 5}
+    sent = sum(steps["reference_path"]["frames_sent"].values())
+    assert path["frames"]["answers"] == {"accepted": sent, "rejected": 2}  # nothing lost
+    assert steps["reference_path"]["store"]["readings"] == 30 * 4 * 96
     vkey = (out / "var" / "keys" / "audit-signing.pub").read_text().strip()
     assert (
         verify_bundle(out / "audit-export.jsonl", vkey).entries == steps["audit_export"]["entries"]
     )
-    assert main(["demo", "--out", str(out), "--events", "10"]) == 0  # an earlier demo is replaced
+    again = ["--events", "10", "--meters", "10", "--days", "3", "--rotate", "0"]
+    assert main(["demo", "--out", str(out), *again]) == 0  # an earlier demo is replaced
 
 
 def test_demo_refuses_to_clobber_a_foreign_directory(
