@@ -14,7 +14,8 @@ import hashlib
 import threading
 import time
 from collections import Counter, defaultdict
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Request
@@ -38,6 +39,16 @@ from connectors.mdms.limits import Limits
 from connectors.mdms.models import IngestTally
 
 SUMMARY_EVERY_S = 60.0
+INGEST_ERRORS = {
+    400: "MalformedBatch: the body is not a well-formed batch, or X-Batch-Id is invalid",
+    413: "PayloadTooLarge: the body is over the byte limit, or the batch has more frames than "
+    "a concentrator's burst",
+    415: f"UnsupportedMediaType: the body is not {MEDIA_TYPE}",
+    429: "Throttled: the concentrator is over its rate of frames; retry after Retry-After",
+    503: "Throttled: the ingest queue, or this concentrator's share of it, is full; retry "
+    "after Retry-After",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 
 
 class MalformedBatch(BrokerError):
@@ -77,26 +88,45 @@ class IngestMetrics(BaseModel):
 class ThrottleLog:
     """Counts refused frames per concentrator; an audit summary at most once a minute each."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, clock: Callable[[], float] = time.monotonic) -> None:
         self._rt = rt
+        self._clock = clock
         self._lock = threading.Lock()
-        self.total: defaultdict[str, int] = defaultdict(int)
+        self._total: defaultdict[str, int] = defaultdict(int)
         self._pending: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._last: dict[str, float] = {}
 
+    def totals(self) -> dict[str, int]:
+        """Frames refused per concentrator since the server started (a consistent copy)."""
+        with self._lock:
+            return dict(self._total)
+
     def count(self, client: str, frames: int, why: str) -> None:
         with self._lock:
-            self.total[client] += frames
+            self._total[client] += frames
             self._pending[client][why] += frames
-            due = time.monotonic() - self._last.get(client, -SUMMARY_EVERY_S) >= SUMMARY_EVERY_S
-            if not due:
+            now = self._clock()
+            last = self._last.get(client)
+            if last is not None and now - last < SUMMARY_EVERY_S:
                 return
-            self._last[client] = time.monotonic()
+            self._last[client] = now
             pending = self._pending.pop(client)
         details = {"concentrator": client, "frames_refused": dict(pending)}
         with self._rt.db.transaction() as session:
             event = AuditEvent("mdms.ingest_throttled", f"cert:{client}", None, details)
             self._rt.audit.record(session, [event])
+
+
+def _error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries in the one error shape. ``ErrorBody`` lives in ``broker.api.app``, which
+    imports this module: it is imported when a router is built, not at import time."""
+    from broker.api.app import ErrorBody
+
+    return {
+        status: {"model": ErrorBody, "description": text}
+        | ({"headers": _RETRY_AFTER} if status in (429, 503) else {})
+        for status, text in descriptions.items()
+    }
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -119,16 +149,7 @@ def mdms_router(rt: Runtime, limits: Limits) -> APIRouter:
         with limits.workers, rt.db.transaction() as session:
             return rt.ingest.ingest(session, frames, peer.name, batch_id, f"cert:{peer.name}")
 
-    @router.post(
-        "/frames",
-        responses={
-            400: {"model": None},
-            413: {"model": None},
-            415: {"model": None},
-            429: {"model": None},
-            503: {"model": None},
-        },
-    )
+    @router.post("/frames", responses=_error_responses(INGEST_ERRORS))
     async def post_frames(
         request: Request,
         peer: PeerDep,
@@ -146,11 +167,17 @@ def mdms_router(rt: Runtime, limits: Limits) -> APIRouter:
             batch_id = check_batch_id(x_batch_id or hashlib.sha256(body).hexdigest()[:32])
         except BatchError as exc:
             raise MalformedBatch(str(exc)) from None
+        if not limits.fits_burst(len(frames)):
+            raise PayloadTooLarge(
+                f"a batch of {len(frames)} frames is more than the {limits.settings.burst_frames:g}"
+                " a concentrator may send at once; send smaller batches"
+            )
         wait = limits.retry_after_rate(peer.name, len(frames))
         if wait:
             await anyio.to_thread.run_sync(throttles.count, peer.name, len(frames), "rate")
             raise Throttled(f"{peer.name} is over its rate of frames; retry in {wait} s", wait)
         if not limits.enter(peer.name):
+            limits.refund(peer.name, len(frames))
             await anyio.to_thread.run_sync(throttles.count, peer.name, len(frames), "queue")
             raise Throttled("the ingest queue is full; retry in 1 s", 1, status_code=503)
         try:
@@ -171,7 +198,7 @@ def mdms_router(rt: Runtime, limits: Limits) -> APIRouter:
             outcomes = {outcome: int(n) for outcome, n in session.exec(query)}
         return IngestMetrics(
             frames_by_outcome=outcomes,
-            throttled_frames=dict(throttles.total),
+            throttled_frames=throttles.totals(),
             queued_batches=limits.queued(),
         )
 

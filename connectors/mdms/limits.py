@@ -17,6 +17,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+SLACK_S = 1e-6
+"""A take whose wait would be shorter than this is granted now: after waiting exactly what
+``take`` said, float rounding of clock and rate can leave the bucket a hair short, and that must
+not cost the caller another round trip."""
+
 
 @dataclass(frozen=True)
 class LimitSettings:
@@ -47,15 +52,29 @@ class TokenBucket:
         self._lock = threading.Lock()
 
     def take(self, n: float) -> float:
-        """Spend ``n`` tokens and return 0, or spend none and return the seconds to wait."""
+        """Spend ``n`` tokens and return 0, or spend none and return the seconds to wait.
+
+        More than ``burst`` tokens never fit: that is a ``ValueError``, not a wait (the caller
+        refuses such a batch outright, since waiting would not help)."""
+        if not 0 <= n <= self.burst:
+            raise ValueError(f"{n} tokens never fit a bucket of {self.burst}")
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-            self._at = now
-            if n <= self._tokens:
-                self._tokens -= n
+            self._refill()
+            if n <= self._tokens + self.rate * SLACK_S:
+                self._tokens = max(0.0, self._tokens - n)
                 return 0.0
-            return (min(n, self.burst) - self._tokens) / self.rate
+            return (n - self._tokens) / self.rate
+
+    def give_back(self, n: float) -> None:
+        """Return ``n`` tokens taken for work that was refused afterwards (up to ``burst``)."""
+        with self._lock:
+            self._refill()
+            self._tokens = min(self.burst, self._tokens + n)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
 
 
 class Limits:
@@ -81,10 +100,20 @@ class Limits:
                 )
             return found
 
+    def fits_burst(self, frames: int) -> bool:
+        """Whether a batch of ``frames`` can ever pass a bucket (a larger one never does)."""
+        return frames <= self.settings.burst_frames
+
     def retry_after_rate(self, client: str, frames: int) -> int:
-        """0 if ``frames`` fit the client's bucket now, else whole seconds to wait."""
+        """0 if ``frames`` fit the client's bucket now (and are spent), else whole seconds to
+        wait; ``ValueError`` when they never fit (see ``fits_burst``)."""
         wait = self.bucket(client).take(frames)
         return 0 if wait == 0 else max(1, math.ceil(wait))
+
+    def refund(self, client: str, frames: int) -> None:
+        """Give back the tokens of a batch that passed the bucket but found no queue place: a
+        503 is not charged against the concentrator's rate."""
+        self.bucket(client).give_back(frames)
 
     def enter(self, client: str) -> bool:
         """Take a queue place for ``client``; False when the queue or its share is full."""
