@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from connectors.dlms import batch, frames, keytransfer, profile
 from connectors.dlms.frames import Reason
 from connectors.dlms.keytransfer import KeyId
+from connectors.mdms.vee import Quality
 from tests.connectors.dlms.vectors import (
     AUTHENTICATION_KEY,
     ENCRYPTION_KEY,
@@ -108,7 +109,8 @@ def test_C1_6_the_key_data_example_is_the_rfc_3394_vector_as_key_data_builds_it(
 
 
 def test_every_reason_code_has_a_row_in_the_table_and_no_other_does() -> None:
-    table = TEXT[TEXT.index("## 7. Why a frame is refused") :]
+    start = TEXT.index("## 7. Why a frame is refused")
+    table = TEXT[start : TEXT.index("\n## ", start)]
     codes = re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
     assert codes == [r.value for r in Reason]
 
@@ -129,7 +131,7 @@ def test_the_page_states_the_limits_the_code_enforces(fact: str) -> None:
     assert fact in TEXT
 
 
-def test_the_page_ends_with_the_vee_section_for_its_owner_to_fill() -> None:
-    assert TEXT.endswith(
-        "## Validation, estimation and editing (VEE)\n\nSee connectors/mdms/vee.py.\n"
-    )
+def test_every_vee_quality_flag_has_a_row_in_the_vee_table() -> None:
+    table = TEXT[TEXT.index("## Validation, estimation and editing (VEE)") :]
+    flags = re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
+    assert sorted(flags) == sorted(str(q.name).lower() for q in Quality)
