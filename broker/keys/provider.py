@@ -57,7 +57,9 @@ class FileKeyProvider:
         return list(self._ciphers)
 
     def current_kek_id(self) -> str:
-        return _kek_id(self._versions()[-1])
+        """The newest version this provider loaded (or added): wrapping needs its key in
+        memory, so a version another process adds is used after a restart."""
+        return max(self._ciphers, key=lambda k: int(k.removeprefix("file:v")))
 
     def wrap(self, key: bytes, context: bytes) -> WrappedKey:
         kek_id = self.current_kek_id()

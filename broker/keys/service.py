@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from broker.audit.events import AuditEvent, AuditSink
@@ -114,19 +114,23 @@ class DataKeys:
         if not subject_hashes:
             return {}
         now = to_us(self._clock.now())
-        rows, events = [], []
+        rows: list[tuple[str, str, int, str, bytes, int]] = []
+        events = []
         for subject_hash in subject_hashes:
-            row = DataKey(
-                key_ref=new_id("dk"), subject_hash=subject_hash, version=1, created_us=now
-            )
-            wrapped = self._provider.wrap(new_data_key(), _wrap_context(row))
-            row.kek_id, row.wrapped = wrapped.kek_id, wrapped.blob
-            rows.append(row.model_dump())
-            details = {"key_ref": row.key_ref, "version": 1, "kek_id": wrapped.kek_id}
+            key_ref = new_id("dk")
+            context = f"{key_ref}|{subject_hash}|1".encode()  # as _wrap_context of the row
+            wrapped = self._provider.wrap(new_data_key(), context)
+            rows.append((key_ref, subject_hash, 1, wrapped.kek_id, wrapped.blob, now))
+            details = {"key_ref": key_ref, "version": 1, "kek_id": wrapped.kek_id}
             events.append(AuditEvent("key.data_key_created", actor, subject_hash, details))
-        session.execute(insert(DataKey), rows)
+        Raw(session).copy_in(
+            "data_key",
+            ("key_ref", "subject_hash", "version", "kek_id", "wrapped", "created_us"),
+            ("text", "text", "int4", "text", "bytea", "int8"),
+            rows,
+        )
         self._audit.record(session, events)
-        return {row["subject_hash"]: row["key_ref"] for row in rows}
+        return {row[1]: row[0] for row in rows}
 
     def load_many(self, session: Session, key_refs: Sequence[str]) -> dict[str, bytes]:
         """Unwrapped data keys by reference; a destroyed or unknown key is left out."""

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, insert
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from broker.audit.events import AuditEvent, AuditSink
@@ -88,6 +88,10 @@ def key_context(meter_id: str, version: int, kind: str) -> bytes:
 def pii_context(customer_ref: str, name: str) -> bytes:
     return f"customer|{customer_ref}|{name}".encode()
 
+
+# PostgreSQL types of the columns in the order _meter_values and _key_values list them
+_METER_TYPES = ("text",) * 5 + ("int4", "int8", "int8", "int4", "int8", "int8", "int8")
+_KEY_TYPES = ("text", "int4", "text", "bytea", "bytea", "bytea", "int8", "int8", "int8")
 
 _LOAD = (
     "SELECT m.meter_id, m.customer_ref, m.status, m.key_version, m.interval_s, m.last_end_s, "
@@ -216,8 +220,11 @@ class MeterRegistry:
             meters.append(_meter_values(r, now))
             keys.append(self._key_values(r.meter_id, 1, r, now))
         if new:
-            session.execute(insert(Meter), meters)
-            session.execute(insert(MeterKey), keys)
+            raw = Raw(session)
+            raw.copy_in(
+                "meter", tuple(meters[0]), _METER_TYPES, [tuple(m.values()) for m in meters]
+            )
+            raw.copy_in("meter_key", tuple(keys[0]), _KEY_TYPES, [tuple(k.values()) for k in keys])
         report = {"provisioned": len(new), "unchanged": len(rows) - len(new)}
         report["customers_created"] = customers
         details = {**report, "source": source}
@@ -282,11 +289,13 @@ class MeterRegistry:
         missing = [r for r in refs if r not in known]
         if missing:
             now = to_us(self._clock.now())
-            rows = [
-                {"customer_ref": r, "subject_hash": self._hash(r), "created_us": now}
-                for r in missing
-            ]
-            session.execute(insert(Customer), rows)
+            rows = [(r, self._hash(r), now) for r in missing]
+            Raw(session).copy_in(
+                "customer",
+                ("customer_ref", "subject_hash", "created_us"),
+                ("text",) * 2 + ("int8",),
+                rows,
+            )
             self._data_keys.current_refs(session, missing, actor)
         return len(missing)
 
