@@ -164,7 +164,8 @@ def mdms_router(rt: Runtime, limits: Limits) -> APIRouter:
         body = await _read_body(request, limits.settings.max_body_bytes)
         try:
             frames = decode_batch(body)
-            batch_id = check_batch_id(x_batch_id or hashlib.sha256(body).hexdigest()[:32])
+            digest = hashlib.sha256(body).hexdigest()[:32]
+            batch_id = check_batch_id(digest if x_batch_id is None else x_batch_id)
         except BatchError as exc:
             raise MalformedBatch(str(exc)) from None
         if not limits.fits_burst(len(frames)):
