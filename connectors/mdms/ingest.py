@@ -22,8 +22,9 @@ a few summary entries.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -528,14 +529,17 @@ class _Run:
     # ---- writing ----------------------------------------------------------------------------
 
     def _write(self, contexts: dict[str, MeterContext]) -> None:
-        inserts, updates = self._blocks(contexts)
+        ring = self._ring([r for r in self.key_refs.values() if r is not None])
+        inserts, updates = self._blocks(contexts, ring)
         raw = Raw(self.session)
-        if inserts:
+        if inserts or self.fast_blocks:
+            # fast-lane blocks are sealed while COPY streams: PostgreSQL stores the first rows
+            # on the other core while Python seals the next ones
             raw.copy_in(
                 "reading_day",
                 ("meter_id", "day", "readings", "estimated", "flags", "sealed", "updated_us"),
                 ("text", "int4", "int2", "int2", "int2", "bytea", "int8"),
-                inserts,
+                chain(self._fast_rows(contexts, ring), inserts),
             )
         raw.update_many(
             "reading_day",
@@ -575,17 +579,21 @@ class _Run:
             ],
         )
 
-    def _blocks(
-        self, contexts: dict[str, MeterContext]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        inserts: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
-        ring = self._ring([r for r in self.key_refs.values() if r is not None])
+    def _fast_rows(
+        self, contexts: dict[str, MeterContext], ring: KeyRing
+    ) -> Iterator[tuple[Any, ...]]:
         for meter_id, day_no, plain, n, flags in self.fast_blocks:
             key_ref = self.key_refs[contexts[meter_id].customer_ref]
             assert key_ref is not None
             sealed = ring.seal(key_ref, plain, block_context(meter_id, day_no))
-            inserts.append((meter_id, day_no, n, 0, flags, sealed, self.now_us))
+            yield (meter_id, day_no, n, 0, flags, sealed, self.now_us)
+
+    def _blocks(
+        self, contexts: dict[str, MeterContext], ring: KeyRing
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The general path's blocks, merged with what is stored: (inserts, updates)."""
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
         for (meter_id, day_no), day in sorted(self.days.items()):
             if not day.incoming:
                 continue
