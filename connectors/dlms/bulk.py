@@ -16,34 +16,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from connectors.dlms.frames import FrameRejected
-from connectors.dlms.profile import ENTRY_SIZE, MAX_ENTRIES, PROFILE_OBIS, Profile, decode_body
-
-_HEAD = bytes((0x02, 0x03, 0x09, 0x08))  # structure(3), octet-string(8) system title
-_OBIS_PART = b"\x09\x06" + PROFILE_OBIS
-# An entry: 02 04 | 09 0C date-time(12) | 11 status | 06 register(4) | 06 value(4)
-_FIXED_OFFSETS = np.array([0, 1, 2, 3, 16, 18, 23], dtype=np.intp)
-_FIXED_VALUES = np.array([0x02, 0x04, 0x09, 0x0C, 0x11, 0x06, 0x06], dtype=np.uint8)
-_ENTRY = np.dtype(
-    [
-        ("h", "V4"),
-        ("year", ">u2"),
-        ("month", "u1"),
-        ("day", "u1"),
-        ("dow", "u1"),
-        ("hour", "u1"),
-        ("minute", "u1"),
-        ("second", "u1"),
-        ("hundredths", "u1"),
-        ("deviation", ">i2"),
-        ("clock_status", "u1"),
-        ("t1", "u1"),
-        ("status", "u1"),
-        ("t2", "u1"),
-        ("register", ">u4"),
-        ("t3", "u1"),
-        ("value", ">u4"),
-    ]
+from connectors.dlms.profile import (
+    BODY_HEAD,
+    ENTRY_DTYPE,
+    ENTRY_FIXED_AT,
+    ENTRY_FIXED_IS,
+    ENTRY_SIZE,
+    MAX_ENTRIES,
+    PROFILE_OBIS,
+    Profile,
+    decode_body,
 )
+
+_OBIS_PART = b"\x09\x06" + PROFILE_OBIS
 _MONTH_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 
 
@@ -62,7 +47,7 @@ def _epoch_s(e: NDArray[np.void]) -> NDArray[np.int64]:
 
 def _entries_start(body: bytes) -> tuple[int, int] | None:
     """(entry count, offset of the first entry) when the body has the fixed layout."""
-    if len(body) < 23 or body[:4] != _HEAD or body[12:20] != _OBIS_PART or body[20] != 0x01:
+    if len(body) < 23 or body[:4] != BODY_HEAD or body[12:20] != _OBIS_PART or body[20] != 0x01:
         return None
     first = body[21]
     if first < 0x80:
@@ -125,7 +110,7 @@ def decode_bodies(bodies: list[bytes]) -> list[Decoded | FrameRejected]:
 
 def _valid_entries(entries: NDArray[np.void], raw: NDArray[np.uint8]) -> NDArray[np.bool_]:
     """Entries with the fixed type bytes and a valid UTC date-time (else: the slow path)."""
-    good = (raw[:, _FIXED_OFFSETS] == _FIXED_VALUES).all(axis=1)
+    good = (raw[:, ENTRY_FIXED_AT] == ENTRY_FIXED_IS).all(axis=1)
     month, day = entries["month"].astype(np.intp), entries["day"]
     year = entries["year"]
     good &= (month >= 1) & (month <= 12) & (day >= 1)
@@ -146,7 +131,7 @@ def _decode_fast(
     out: list[Decoded | FrameRejected | None],
 ) -> None:
     total = sum(counts)
-    entries = np.frombuffer(joined, _ENTRY)
+    entries = np.frombuffer(joined, ENTRY_DTYPE)
     good_entry = _valid_entries(entries, np.frombuffer(joined, np.uint8).reshape(total, ENTRY_SIZE))
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     good_body = np.logical_and.reduceat(good_entry, starts)

@@ -50,10 +50,10 @@ PROFILE_OBIS = bytes((1, 0, 99, 1, 0, 255))
 REGISTER_OBIS = bytes((1, 0, 1, 8, 0, 255))
 ENTRY_SIZE = 28
 MAX_ENTRIES = 24 * 60  # a day of 1-minute intervals; a push carries at most a day
-_HEAD = bytes((0x02, 0x03, 0x09, 0x08))
+BODY_HEAD = bytes((0x02, 0x03, 0x09, 0x08))  # structure(3), octet-string(8) system title
 _ENTRY_FIXED = {0: 0x02, 1: 0x04, 2: 0x09, 3: 0x0C, 16: 0x11, 18: 0x06, 23: 0x06}  # type bytes
-_FIXED_AT = np.array(list(_ENTRY_FIXED), dtype=np.intp)
-_FIXED_IS = np.array(list(_ENTRY_FIXED.values()), dtype=np.uint8)
+ENTRY_FIXED_AT = np.array(list(_ENTRY_FIXED), dtype=np.intp)
+ENTRY_FIXED_IS = np.array(list(_ENTRY_FIXED.values()), dtype=np.uint8)
 _TYPE_DATE_TIME = 25
 _MAX_DEPTH = 3  # structure > array > structure: a container deeper than that is no profile
 _FIXED_SIZES = {0: 0, 3: 1, 5: 4, 6: 4, 15: 1, 16: 2, 17: 1, 18: 2, 20: 8, 21: 8, 22: 1, 23: 4}
@@ -71,7 +71,7 @@ _DAYS_BEFORE_MONTH = np.array(
 )
 _LEAP_DAYS_BEFORE_1970 = 1969 // 4 - 1969 // 100 + 1969 // 400
 
-_ENTRY_DTYPE = np.dtype(
+ENTRY_DTYPE = np.dtype(
     [
         ("h", "V4"),
         ("year", ">u2"),
@@ -92,7 +92,7 @@ _ENTRY_DTYPE = np.dtype(
         ("value", ">u4"),
     ]
 )
-assert _ENTRY_DTYPE.itemsize == ENTRY_SIZE
+assert ENTRY_DTYPE.itemsize == ENTRY_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,7 @@ def encode_body(
     entries["register"] = _column("register_wh", register_wh, n, 0xFFFFFFFF)
     entries["value"] = _column("interval_wh", interval_wh, n, 0xFFFFFFFF)
     return (
-        _HEAD
+        BODY_HEAD
         + system_title
         + b"\x09\x06"
         + PROFILE_OBIS
@@ -173,7 +173,7 @@ def _entries_at(ends: NDArray[np.int64]) -> NDArray[np.void]:
     years = dates.astype("datetime64[Y]").astype(np.int64) + 1970
     if years.min() < _MIN_YEAR or years.max() > _MAX_YEAR:
         raise ValueError(f"interval ends must fall in the years {_MIN_YEAR} to {_MAX_YEAR}")
-    entries = np.zeros(len(ends), dtype=_ENTRY_DTYPE)
+    entries = np.zeros(len(ends), dtype=ENTRY_DTYPE)
     entries["h"] = np.frombuffer(bytes((0x02, 0x04, 0x09, 0x0C)), dtype="V4")[0]
     entries["year"] = years
     entries["month"] = dates.astype("datetime64[M]").astype(np.int64) % 12 + 1
@@ -190,7 +190,7 @@ def decode_body(body: bytes) -> Profile:
 
     Anything that is not a profile body is :attr:`Reason.MALFORMED` (the body was
     authenticated, so nothing was lost on the way: the meter sent it so)."""
-    if len(body) < 22 or body[:4] != _HEAD or body[12:20] != b"\x09\x06" + PROFILE_OBIS:
+    if len(body) < 22 or body[:4] != BODY_HEAD or body[12:20] != b"\x09\x06" + PROFILE_OBIS:
         return _decode_generic(body)
     if body[20] != 0x01:
         return _decode_generic(body)
@@ -202,11 +202,11 @@ def decode_body(body: bytes) -> Profile:
         return _decode_generic(body)
     if not 1 <= n <= MAX_ENTRIES:
         raise FrameRejected(Reason.MALFORMED, f"profile with {n} intervals")
-    entries = np.frombuffer(body, dtype=_ENTRY_DTYPE, count=n, offset=pos)
+    entries = np.frombuffer(body, dtype=ENTRY_DTYPE, count=n, offset=pos)
     raw = np.frombuffer(body, dtype=np.uint8, count=n * ENTRY_SIZE, offset=pos).reshape(
         n, ENTRY_SIZE
     )
-    if not (raw[:, _FIXED_AT] == _FIXED_IS).all():
+    if not (raw[:, ENTRY_FIXED_AT] == ENTRY_FIXED_IS).all():
         return _decode_generic(body)
     return Profile(body[4:12], _checked_times(entries), *_entry_values(entries))
 
@@ -295,7 +295,7 @@ def _decode_generic(body: bytes) -> Profile:
     times = b"".join(bytes(4) + f[0] + bytes(12) for f in fields)
     return Profile(
         title,
-        _checked_times(np.frombuffer(times, dtype=_ENTRY_DTYPE)),
+        _checked_times(np.frombuffer(times, dtype=ENTRY_DTYPE)),
         np.asarray([f[1] for f in fields], dtype=np.uint8),
         np.asarray([f[2] for f in fields], dtype=np.uint32),
         np.asarray([f[3] for f in fields], dtype=np.uint32),
