@@ -51,7 +51,8 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _empty_postgres(db: Database) -> None:
+def empty_postgres(db: Database) -> None:
+    """Every table emptied, the audit head reset: a clean database for the next test."""
     names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     with db.engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names}"))
@@ -71,7 +72,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     try:
         yield db
     finally:
-        _empty_postgres(db)
+        empty_postgres(db)
         db.dispose()
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -88,6 +89,9 @@ class Database:
                 yield session
         except OperationalError as exc:
             raise StorageUnavailable(f"database error: {exc.orig}") from exc
+        except (psycopg.OperationalError, sqlite3.OperationalError) as exc:
+            # raised by statements sent straight to the driver (broker.storage.raw)
+            raise StorageUnavailable(f"database error: {exc}") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -63,6 +63,11 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def mdms(database: Database, tmp_path: Path, clock: FixedClock) -> Mdms:
+    return make_mdms(database, tmp_path, clock)
+
+
+def make_mdms(database: Database, tmp_path: Path, clock: FixedClock) -> Mdms:
+    """Registry, pipeline, data keys and an audit log over ``database``."""
     provider = FileKeyProvider.create(settings_for(tmp_path / "data"))
     audit = AuditLog(ORIGIN, NoteSigner(ORIGIN, Ed25519PrivateKey.generate()), clock)
     hasher = SubjectHasher(secrets.token_bytes(32))
