@@ -26,7 +26,8 @@ from broker.kit.ids import SubjectHasher
 from broker.settings import Settings
 from broker.storage import migrate
 from broker.storage.db import Database
-from connectors.mdms.ingest import IngestPipeline
+from connectors.mdms.ingest import IngestPipeline, IngestSettings
+from connectors.mdms.limits import LimitSettings
 from connectors.mdms.registry import MeterRegistry
 
 
@@ -102,11 +103,29 @@ class Runtime:
         db = Database.from_url(settings.db_url())
         data_keys = DataKeys(kek, audit, clock, hasher)
         meters = MeterRegistry(kek, data_keys, audit, clock, hasher)
-        ingest = IngestPipeline(meters, data_keys, audit, clock, hasher)
+        ingest = IngestPipeline(meters, data_keys, audit, clock, hasher, ingest_settings(settings))
         return cls(settings, db, clock, hasher, kek, audit, data_keys, meters, ingest)
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def ingest_settings(settings: Settings) -> IngestSettings:
+    return IngestSettings(
+        max_future_s=settings.mdms_max_future_s,
+        max_age_s=settings.mdms_max_age_s,
+        key_grace_s=settings.mdms_key_grace_s,
+    )
+
+
+def limit_settings(settings: Settings) -> LimitSettings:
+    return LimitSettings(
+        max_body_bytes=settings.mdms_max_body_bytes,
+        rate_frames_per_s=settings.mdms_rate_frames_per_s,
+        burst_frames=settings.mdms_burst_frames,
+        queue_batches=settings.mdms_queue_batches,
+        workers=settings.mdms_workers,
+    )
 
 
 def initialise(settings: Settings, clock: Clock) -> None:

@@ -11,7 +11,7 @@ import stat
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -39,6 +39,20 @@ class Settings(BaseSettings):
     """The log's origin line in checkpoints (C2SP tlog-checkpoint)."""
     host: str = "127.0.0.1"
     port: int = 8443
+    mdms_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest batch body the MDMS reads (413 beyond)."""
+    mdms_rate_frames_per_s: float = Field(default=50_000.0, gt=0)
+    """Frames a second each concentrator may send (429 with Retry-After beyond)."""
+    mdms_burst_frames: float = Field(default=100_000.0, gt=0)
+    mdms_queue_batches: int = Field(default=16, ge=1)
+    """Batches waiting or in ingest at once (503 with Retry-After beyond)."""
+    mdms_workers: int = Field(default=1, ge=1, le=64)
+    mdms_max_future_s: int = Field(default=900, ge=0)
+    """How far ahead of the MDMS clock an interval may end (a meter clock running fast)."""
+    mdms_max_age_s: int = Field(default=35 * 86_400, ge=3600)
+    """How old an interval may be when it arrives."""
+    mdms_key_grace_s: int = Field(default=86_400, ge=0)
+    """How long frames under a rotated-out meter key still verify."""
 
     @property
     def development(self) -> bool:

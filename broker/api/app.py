@@ -17,8 +17,8 @@ from broker.api.mdms import mdms_router
 from broker.api.peer import PeerDep
 from broker.api.tls import RevocationCheck
 from broker.errors import BrokerError
-from broker.runtime import Runtime
-from connectors.mdms.limits import Limits, LimitSettings
+from broker.runtime import Runtime, limit_settings
+from connectors.mdms.limits import Limits
 
 
 class ErrorBody(BaseModel):
@@ -48,7 +48,7 @@ def create_app(
     app.state.revocations = revocations
     app.add_exception_handler(BrokerError, _broker_error)
     if rt is not None:
-        app.include_router(mdms_router(rt, limits or Limits(LimitSettings())))
+        app.include_router(mdms_router(rt, limits or Limits(limit_settings(rt.settings))))
 
     @app.get("/healthz")
     def healthz(peer: PeerDep) -> Health:
