@@ -110,7 +110,7 @@ class Bench:
         with self.db.transaction() as session:
             rows = list(
                 Raw(session).query_in(
-                    f"SELECT {', '.join(_COLUMNS)} FROM reading_day "  # noqa: S608
+                    f"SELECT {', '.join(_COLUMNS)} FROM reading_day "
                     f"WHERE day = {day_no:d} AND meter_id IN {{in}}",
                     ids,
                 )

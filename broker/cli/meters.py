@@ -35,6 +35,8 @@ app = typer.Typer(help="Meters and their keys.", no_args_is_help=True)
 
 def read_transport_key(path: Path) -> bytes:
     """A transport key file: the key in hex (16, 24 or 32 bytes), readable by its owner only."""
+    if not path.is_file():
+        raise BrokerError(f"transport key file {path} does not exist")
     text = read_secret_file(load_settings(), path).decode("ascii", "replace").strip()
     try:
         key = bytes.fromhex(text)

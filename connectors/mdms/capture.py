@@ -28,8 +28,10 @@ class CaptureError(BrokerError):
 @dataclass(frozen=True)
 class CaptureLine:
     line: int
-    frame: bytes | None
+    frame: bytes
     error: str | None = None
+    """Set when the line is not hex: ``frame`` is then the line's own bytes, which the
+    pipeline rejects as ``malformed`` (so it is counted and audited like any bad frame)."""
 
 
 def read_capture(path: Path) -> Iterator[CaptureLine]:
@@ -45,14 +47,10 @@ def read_capture(path: Path) -> Iterator[CaptureLine]:
                 continue
             compact = "".join(text.split())
             try:
-                frame = bytes.fromhex(compact)
+                yield CaptureLine(number, bytes.fromhex(compact))
             except ValueError:
-                yield CaptureLine(number, None, f"line {number} is not hex")
-                continue
-            if not frame:
-                yield CaptureLine(number, None, f"line {number} is empty")
-                continue
-            yield CaptureLine(number, frame)
+                raw = compact.encode("utf-8", "replace")[:200]
+                yield CaptureLine(number, raw, f"line {number} is not hex")
 
 
 @dataclass
@@ -113,17 +111,13 @@ def _batch(
     actor: str,
     report: CaptureReport,
 ) -> None:
-    good = [item for item in lines if item.frame is not None]
-    frames = [item.frame for item in good if item.frame is not None]
-    answers: dict[int, FrameAnswer] = {}
-    if frames:
-        with db.transaction() as session:
-            result = pipeline.ingest(session, frames, "cli", batch_id, actor)
-        answers = {item.line: a for item, a in zip(good, result.answers, strict=True)}
-        report.readings_stored += result.readings_stored
-        report.estimates += result.estimates
-        for name, n in result.flagged.items():
-            report.flagged[name] = report.flagged.get(name, 0) + n
-    for item in lines:
-        bad = FrameAnswer(REJECTED, Reason.MALFORMED.value, item.error)
-        report.add(item.line, answers.get(item.line, bad))
+    with db.transaction() as session:
+        result = pipeline.ingest(session, [item.frame for item in lines], "cli", batch_id, actor)
+    report.readings_stored += result.readings_stored
+    report.estimates += result.estimates
+    for name, n in result.flagged.items():
+        report.flagged[name] = report.flagged.get(name, 0) + n
+    for item, answer in zip(lines, result.answers, strict=True):
+        if item.error is not None:  # the line's text was refused as a frame; say why
+            answer = FrameAnswer(REJECTED, Reason.MALFORMED.value, item.error)
+        report.add(item.line, answer)

@@ -421,10 +421,11 @@ def test_stats_tally_frames_by_day_source_and_outcome(
     _run_json(capsys, "mdms", "ingest", str(capture))
     rows = _run_json(capsys, "mdms", "stats")
     assert {r["day"] for r in rows} <= {today, _day(0).isoformat()}  # the tally's day: the clock's
-    # the bad line never reached the pipeline: it is answered by the CLI, not tallied
+    # the line that is not hex is refused as a malformed frame each time: counted like any other
     assert sorted((r["source"], r["outcome"], r["frames"]) for r in rows) == [
         ("cli", "accepted", frames),
         ("cli", "duplicate", frames),
+        ("cli", "malformed", 2),
     ]
     text = _run_text(capsys, "mdms", "stats")
     assert "accepted" in text and "duplicate" in text and str(frames) in text
