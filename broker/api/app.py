@@ -15,15 +15,11 @@ from pydantic import BaseModel
 
 from broker.api.mdms import mdms_router
 from broker.api.peer import PeerDep
+from broker.api.schemas import ErrorBody
 from broker.api.tls import RevocationCheck
 from broker.errors import BrokerError
 from broker.runtime import Runtime, limit_settings
 from connectors.mdms.limits import Limits
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: str
 
 
 class Health(BaseModel):
@@ -50,7 +46,7 @@ def create_app(
     if rt is not None:
         app.include_router(mdms_router(rt, limits or Limits(limit_settings(rt.settings))))
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Liveness, and who the server thinks you are")
     def healthz(peer: PeerDep) -> Health:
         """Liveness, and who the server thinks you are."""
         return Health(status="ok", peer=peer.name, role=peer.role)

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from sqlmodel import col, func, select
 
 from broker.api.peer import PeerDep
+from broker.api.schemas import ErrorBody
 from broker.api.tls import Peer
 from broker.audit.events import AuditEvent
 from broker.errors import (
@@ -118,10 +119,7 @@ class ThrottleLog:
 
 
 def _error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries in the one error shape. ``ErrorBody`` lives in ``broker.api.app``, which
-    imports this module: it is imported when a router is built, not at import time."""
-    from broker.api.app import ErrorBody
-
+    """OpenAPI entries in the one error shape."""
     return {
         status: {"model": ErrorBody, "description": text}
         | ({"headers": _RETRY_AFTER} if status in (429, 503) else {})
@@ -149,7 +147,11 @@ def mdms_router(rt: Runtime, limits: Limits) -> APIRouter:
         with limits.workers, rt.db.transaction() as session:
             return rt.ingest.ingest(session, frames, peer.name, batch_id, f"cert:{peer.name}")
 
-    @router.post("/frames", responses=_error_responses(INGEST_ERRORS))
+    @router.post(
+        "/frames",
+        summary="Ingest a batch of ciphered DLMS frames (concentrators only)",
+        responses=_error_responses(INGEST_ERRORS),
+    )
     async def post_frames(
         request: Request,
         peer: PeerDep,
@@ -187,7 +189,10 @@ def mdms_router(rt: Runtime, limits: Limits) -> APIRouter:
             limits.leave(peer.name)
         return BatchAnswer.model_validate(result.to_json())
 
-    @router.get("/metrics")
+    @router.get(
+        "/metrics",
+        summary="Frames by outcome, throttling and queue (mdms, regulator, broker roles)",
+    )
     def metrics(peer: PeerDep) -> IngestMetrics:
         """Frames by outcome (accepted, duplicate, rejection reason), throttling, queue."""
         if peer.role not in ("mdms", "regulator", "broker"):
