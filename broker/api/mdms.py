@@ -11,6 +11,7 @@ once a minute per concentrator, so a flood writes a few entries, not one per req
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import Counter, defaultdict
@@ -40,6 +41,7 @@ from connectors.mdms.limits import Limits
 from connectors.mdms.models import IngestTally
 
 SUMMARY_EVERY_S = 60.0
+logger = logging.getLogger(__name__)
 INGEST_ERRORS = {
     400: "MalformedBatch: the body is not a well-formed batch, or X-Batch-Id is invalid",
     413: "PayloadTooLarge: the body is over the byte limit, or the batch has more frames than "
@@ -87,15 +89,25 @@ class IngestMetrics(BaseModel):
 
 
 class ThrottleLog:
-    """Counts refused frames per concentrator; an audit summary at most once a minute each."""
+    """Counts refused frames per concentrator; an audit summary at most once a minute each.
 
-    def __init__(self, rt: Runtime, clock: Callable[[], float] = time.monotonic) -> None:
+    Refusals inside the minute after a summary are held, and written when the minute is up
+    (by a one-shot timer), so a flood that stops still reaches the audit log in full."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        clock: Callable[[], float] = time.monotonic,
+        every_s: float = SUMMARY_EVERY_S,
+    ) -> None:
         self._rt = rt
         self._clock = clock
+        self._every_s = every_s
         self._lock = threading.Lock()
         self._total: defaultdict[str, int] = defaultdict(int)
         self._pending: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._last: dict[str, float] = {}
+        self._timers: dict[str, threading.Timer] = {}
 
     def totals(self) -> dict[str, int]:
         """Frames refused per concentrator since the server started (a consistent copy)."""
@@ -106,12 +118,41 @@ class ThrottleLog:
         with self._lock:
             self._total[client] += frames
             self._pending[client][why] += frames
-            now = self._clock()
             last = self._last.get(client)
-            if last is not None and now - last < SUMMARY_EVERY_S:
+            wait = 0.0 if last is None else self._every_s - (self._clock() - last)
+            if wait > 0:
+                self._schedule(client, wait)
                 return
-            self._last[client] = now
-            pending = self._pending.pop(client)
+        self.flush(client)
+
+    def _schedule(self, client: str, wait: float) -> None:
+        if client not in self._timers:
+            timer = threading.Timer(wait, self._flush_later, args=(client,))
+            timer.daemon = True
+            self._timers[client] = timer
+            timer.start()
+
+    def close(self) -> None:
+        """Cancel the timers (what they held stays in the totals)."""
+        with self._lock:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+
+    def _flush_later(self, client: str) -> None:
+        try:
+            self.flush(client)
+        except Exception:  # a timer thread has no caller to tell; the totals stay in metrics
+            logger.exception("could not write the throttling summary of %s", client)
+
+    def flush(self, client: str) -> None:
+        """Write the refusals held for ``client`` as one summary entry (if there are any)."""
+        with self._lock:
+            self._timers.pop(client, None)
+            pending = self._pending.pop(client, None)
+            if not pending:
+                return
+            self._last[client] = self._clock()
         details = {"concentrator": client, "frames_refused": dict(pending)}
         with self._rt.db.transaction() as session:
             event = AuditEvent("mdms.ingest_throttled", f"cert:{client}", None, details)

@@ -538,6 +538,20 @@ def test_T4_throttling_is_summarised_at_most_once_a_minute_per_concentrator(mdms
         "frames_refused": {"rate": 9, "queue": 2},  # everything since the last summary
     }
     assert log.totals() == {"dc-1": 16, "dc-2": 7}
+    log.close()  # its timers run on real time; this test's clock is a fake one
+
+
+def test_T4_refusals_held_after_a_summary_are_written_when_the_minute_is_up(mdms: Mdms) -> None:
+    """A flood that stops still reaches the audit log in full: a timer writes what was held."""
+    log = ThrottleLog(mdms.rt, every_s=0.3)
+    log.count("dc-1", 5, "rate")
+    log.count("dc-1", 2, "queue")  # held: inside the window of the first summary
+    assert len(mdms.audit("mdms.ingest_throttled")) == 1
+    deadline = time.monotonic() + 10
+    while len(mdms.audit("mdms.ingest_throttled")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    summaries = mdms.audit("mdms.ingest_throttled")
+    assert [e["details"]["frames_refused"] for e in summaries] == [{"rate": 5}, {"queue": 2}]
 
 
 # ---- metrics ---------------------------------------------------------------------------------
