@@ -8,11 +8,14 @@ from the same codec.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from connectors.dlms import frames, profile
+from connectors.mdms.keyfile import MeterKeyRow
+from connectors.meters.simulator import SimulatedMeter
 
 DAY0 = 1_793_491_200  # 2026-11-01T00:00:00Z
 DAY0_NO = DAY0 // 86_400
@@ -88,3 +91,21 @@ class TestMeter:
         ends = self.ends(day, first, count)
         registers, values = self.readings(ends)
         return self.frame(ends, registers, values)
+
+
+def key_rows(meters: Sequence[SimulatedMeter], master: bool = True) -> list[MeterKeyRow]:
+    """Key-file rows of simulated meters (lines from 2, as in a file), with or without their
+    master key."""
+    return [
+        MeterKeyRow(
+            line,
+            m.system_title.hex().upper(),
+            m.keys.encryption_key,
+            m.keys.authentication_key,
+            m.keys.master_key if master else None,
+            m.customer_ref,
+            m.feeder,
+            m.postcode,
+        )
+        for line, m in enumerate(meters, start=2)
+    ]
