@@ -5,8 +5,9 @@ A key file is CSV with the header
 ``master_key`` column (the meter's key-encryption key, needed to rotate its keys later). Keys
 are hex: 16 bytes in the clear, or 24 bytes when wrapped under a transport key with the AES key
 wrap of RFC 3394, as vendors ship them. A customer file is CSV
-``customer_ref,name,address,account_number``. Every problem is reported with its line number,
-and a file with any bad line is refused whole.
+``customer_ref,name,address,account_number``. Every problem is reported with its line number in
+the file (blank lines count, as in an editor; a quoted field spanning lines gives the line the
+row ends on), and a file with any bad line is refused whole.
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ def read_key_file(path: Path, transport_key: bytes | None = None) -> list[MeterK
     out: list[MeterKeyRow] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
-    for line, raw in enumerate(_rows(path, KEY_COLUMNS, ("master_key",)), start=2):
+    reader = _rows(path, KEY_COLUMNS, ("master_key",))
+    for raw in reader:
+        line = reader.line_num  # not a count of rows: blank lines are skipped, not counted
         try:
             row = _meter_row(line, raw, transport_key)
         except (ValueError, TypeError, AttributeError) as exc:
@@ -148,7 +151,9 @@ def read_customer_file(path: Path) -> list[CustomerRow]:
     """The customers of a customer file, or :class:`KeyFileError` listing every bad line."""
     out: list[CustomerRow] = []
     errors: list[str] = []
-    for line, raw in enumerate(_rows(path, CUSTOMER_COLUMNS, ()), start=2):
+    reader = _rows(path, CUSTOMER_COLUMNS, ())
+    for raw in reader:
+        line = reader.line_num
         values = [(raw.get(k) or "").strip() for k in CUSTOMER_COLUMNS]
         if not _REF.fullmatch(values[0]):
             errors.append(f"line {line}: customer_ref is 1-64 of A-Z a-z 0-9 . _ -")
