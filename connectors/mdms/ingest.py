@@ -61,7 +61,6 @@ class IngestSettings:
     """Interval ends later than this past the MDMS clock are refused (meter clock ahead)."""
     max_age_s: int = 35 * 86_400
     """Interval ends older than this are refused (stale or replayed history)."""
-    default_interval_s: int = 900
     fast_lane: bool = True
     """Place the common case (a meter's next push) for the whole batch at once."""
     key_grace_s: int = 86_400
@@ -372,10 +371,8 @@ class _Run:
         for meter_id, group in by_meter.items():
             if len(group) != 1 or meter_id in with_candidates:
                 continue
-            o, ends = group[0], group[0].readings.end_s
-            interval = o.ctx.interval_s or (int(ends[1]) - int(ends[0]) if len(ends) > 1 else 0)
-            if interval <= 0:
-                continue
+            o = group[0]
+            interval = o.ctx.interval_s
             frame = FastFrame(
                 meter_id, interval, o.ctx.last_end_s, o.ctx.last_register_wh, o.readings
             )
@@ -385,14 +382,13 @@ class _Run:
             return
         placed, counts = fastlane.place([f for _o, f in chosen], self.p.settings.vee)
         self.flag_counts.update(counts)
-        for (o, frame), block in zip(chosen, placed, strict=True):
+        for (o, _frame), block in zip(chosen, placed, strict=True):
             if block is not None:
                 del by_meter[o.ctx.meter_id]
-                self._take_fast(o, frame, block)
+                self._take_fast(o, block)
 
-    def _take_fast(self, o: _Opened, frame: FastFrame, block: fastlane.Placed) -> None:
+    def _take_fast(self, o: _Opened, block: fastlane.Placed) -> None:
         ctx = o.ctx
-        ctx.interval_s = frame.interval_s
         ctx.last_end_s, ctx.last_register_wh = block.last_end, block.last_register
         self.touched[ctx.meter_id] = ctx
         self.fast_blocks.append(
@@ -407,8 +403,7 @@ class _Run:
         ctx = group[0].ctx
         self.touched[ctx.meter_id] = ctx
         new = _unique(Readings.concat([o.readings for o in group]))
-        interval = ctx.interval_s or _interval_of(new) or self.p.settings.default_interval_s
-        ctx.interval_s = interval
+        interval = ctx.interval_s
         flagged, estimates = validate(
             new, Previous(ctx.last_end_s, ctx.last_register_wh), interval, self.p.settings.vee
         )
@@ -552,13 +547,12 @@ class _Run:
         raw.update_many(
             "meter",
             ("meter_id",),
-            ("last_end_s", "last_register_wh", "interval_s", "key_version", "last_ic"),
-            ("int8", "int8", "int4", "int4", "int8", "text"),
+            ("last_end_s", "last_register_wh", "key_version", "last_ic"),
+            ("int8", "int8", "int4", "int8", "text"),
             [
                 (
                     c.last_end_s,
                     c.last_register_wh,
-                    c.interval_s,
                     c.key_version,
                     c.last_ic(),
                     c.meter_id,
@@ -603,7 +597,7 @@ class _Run:
             day.stored = merged.readings
             ctx = contexts[meter_id]
             key_ref = self.key_refs[ctx.customer_ref]
-            assert key_ref is not None and ctx.interval_s is not None
+            assert key_ref is not None
             plain = encode_day(day_no, ctx.interval_s, merged.readings)
             sealed = ring.seal(key_ref, plain, block_context(meter_id, day_no))
             q = merged.readings.quality
@@ -633,14 +627,6 @@ def _unique(readings: Readings) -> Readings:
     quality = r.quality.copy()
     quality[differ] |= np.uint8(Quality.CONFLICT)
     return Readings(r.end_s, r.register, r.value, r.status, quality).take(keep)
-
-
-def _interval_of(readings: Readings) -> int | None:
-    if len(readings) < 2:
-        return None
-    steps = np.diff(readings.end_s)
-    steps = steps[steps > 0]
-    return int(steps.min()) if len(steps) else None
 
 
 def _fetch_days(raw: Raw, keys: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:

@@ -1,8 +1,9 @@
 """Meter key files as vendors deliver them, and customer files (C1.6).
 
 A key file is CSV with the header
-``system_title,encryption_key,authentication_key,customer_ref,feeder,postcode`` and an optional
-``master_key`` column (the meter's key-encryption key, needed to rotate its keys later). Keys
+``system_title,encryption_key,authentication_key,customer_ref,feeder,postcode`` and the optional
+columns ``master_key`` (the meter's key-encryption key, needed to rotate its keys later) and
+``interval_s`` (the profile's capture period: 60 to 3600 s, dividing an hour; 900 if absent). Keys
 are hex: 16 bytes in the clear, or 24 bytes when wrapped under a transport key with the AES key
 wrap of RFC 3394, as vendors ship them. A customer file is CSV
 ``customer_ref,name,address,account_number``. Every problem is reported with its line number in
@@ -35,6 +36,9 @@ _REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _POSTCODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ]{0,15}")
 _HEX = re.compile(r"[0-9A-Fa-f]*")
 MAX_ERRORS_SHOWN = 20
+DEFAULT_INTERVAL_S = 900
+INTERVALS_S = (60, 300, 600, 900, 1800, 3600)
+"""Profile capture periods a meter may have: each divides an hour, so a day."""
 
 
 class KeyFileError(BrokerError):
@@ -51,6 +55,7 @@ class MeterKeyRow:
     customer_ref: str
     feeder: str
     postcode: str
+    interval_s: int = DEFAULT_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,9 @@ def _meter_row(line: int, raw: dict[str, str], transport_key: bytes | None) -> M
     if not _POSTCODE.fullmatch(postcode):
         raise ValueError("postcode is 1-16 letters, digits and spaces")
     master = (raw.get("master_key") or "").strip()
+    interval = (raw.get("interval_s") or "").strip() or str(DEFAULT_INTERVAL_S)
+    if not interval.isdigit() or int(interval) not in INTERVALS_S:
+        raise ValueError(f"interval_s is one of {', '.join(map(str, INTERVALS_S))} seconds")
     return MeterKeyRow(
         line,
         title.upper(),
@@ -118,6 +126,7 @@ def _meter_row(line: int, raw: dict[str, str], transport_key: bytes | None) -> M
         ref,
         feeder,
         postcode.upper(),
+        int(interval),
     )
 
 
@@ -128,7 +137,7 @@ def read_key_file(path: Path, transport_key: bytes | None = None) -> list[MeterK
     out: list[MeterKeyRow] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
-    reader = _rows(path, KEY_COLUMNS, ("master_key",))
+    reader = _rows(path, KEY_COLUMNS, ("master_key", "interval_s"))
     for raw in reader:
         line = reader.line_num  # not a count of rows: blank lines are skipped, not counted
         try:

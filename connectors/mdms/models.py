@@ -55,8 +55,9 @@ class Meter(SQLModel, table=True):
     ``meter_key``, so ingest updates one row per meter)."""
     downlink_ic: int = Field(sa_column=Column(BigInteger, nullable=False))
     """The invocation counter of the MDMS's last ciphered request to this meter."""
-    interval_s: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
-    """The meter's profile interval, learned from its frames."""
+    interval_s: int = Field(sa_column=Column(Integer, nullable=False))
+    """The meter's profile capture period in seconds, as provisioned (900 unless the key file
+    says otherwise)."""
     last_end_s: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     last_register_wh: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_us: int = Field(sa_column=Column(BigInteger, nullable=False))

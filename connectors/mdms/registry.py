@@ -57,7 +57,7 @@ class MeterContext:
     customer_ref: str
     status: str
     key_version: int
-    interval_s: int | None
+    interval_s: int
     last_end_s: int | None
     last_register_wh: int | None
     data_key_ref: str | None
@@ -256,7 +256,14 @@ class MeterRegistry:
             query = select(Meter).where(col(Meter.meter_id).in_(chunk))
             for m in session.exec(query):
                 found[m.meter_id] = MeterContext(
-                    m.meter_id, m.customer_ref, m.status, m.key_version, None, None, None, None
+                    m.meter_id,
+                    m.customer_ref,
+                    m.status,
+                    m.key_version,
+                    m.interval_s,
+                    None,
+                    None,
+                    None,
                 )
         if found:
             current = self.load(session, list(found))
@@ -368,7 +375,7 @@ def _meter_values(r: MeterKeyRow, now: int) -> dict[str, object]:
         "key_version": 1,
         "last_ic": 0,
         "downlink_ic": 0,
-        "interval_s": None,
+        "interval_s": r.interval_s,
         "last_end_s": None,
         "last_register_wh": None,
         "created_us": now,

@@ -27,6 +27,7 @@ KEYFILE_HEADER = (
     "feeder",
     "postcode",
     "master_key",
+    "interval_s",
 )
 CUSTOMERS_HEADER = ("customer_ref", "name", "address", "account_number")
 _KEY_COLUMNS = ("encryption_key", "authentication_key", "master_key")
@@ -45,6 +46,8 @@ class Provisioned(Protocol):
     def feeder(self) -> str: ...
     @property
     def postcode(self) -> str: ...
+    @property
+    def interval_s(self) -> int: ...
 
 
 class HasCustomer(Protocol):
@@ -81,7 +84,16 @@ def write_keyfile(
                 for key in (k.encryption_key, k.authentication_key, k.master_key)
             )
             writer.writerow(
-                (m.system_title.hex(), ek, ak, m.customer_ref, m.feeder, m.postcode, mk)
+                (
+                    m.system_title.hex(),
+                    ek,
+                    ak,
+                    m.customer_ref,
+                    m.feeder,
+                    m.postcode,
+                    mk,
+                    m.interval_s,
+                )
             )
             rows += 1
     return rows

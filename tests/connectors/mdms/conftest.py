@@ -40,7 +40,9 @@ class Mdms:
 
     def provision(self, *meters: TestMeter) -> None:
         rows = [
-            MeterKeyRow(i + 2, m.meter_id, m.ek, m.ak, m.mk, m.customer, m.feeder, "AB12")
+            MeterKeyRow(
+                i + 2, m.meter_id, m.ek, m.ak, m.mk, m.customer, m.feeder, "AB12", m.interval_s
+            )
             for i, m in enumerate(meters)
         ]
         with self.db.transaction() as session:

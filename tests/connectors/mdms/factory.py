@@ -106,6 +106,7 @@ def key_rows(meters: Sequence[SimulatedMeter], master: bool = True) -> list[Mete
             m.customer_ref,
             m.feeder,
             m.postcode,
+            m.interval_s,
         )
         for line, m in enumerate(meters, start=2)
     ]

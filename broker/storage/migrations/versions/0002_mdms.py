@@ -47,7 +47,7 @@ def upgrade() -> None:
         sa.Column("key_version", sa.Integer(), nullable=False),
         sa.Column("last_ic", sa.BigInteger(), nullable=False),
         sa.Column("downlink_ic", sa.BigInteger(), nullable=False),
-        sa.Column("interval_s", sa.Integer(), nullable=True),
+        sa.Column("interval_s", sa.Integer(), nullable=False),
         sa.Column("last_end_s", sa.BigInteger(), nullable=True),
         sa.Column("last_register_wh", sa.BigInteger(), nullable=True),
         sa.Column("created_us", sa.BigInteger(), nullable=False),
