@@ -156,6 +156,14 @@ def rotate_keys(
     grace_hours: Annotated[
         float, typer.Option(min=0, help="Hours frames under the old keys still verify.")
     ] = 24.0,
+    abandon_pending: Annotated[
+        bool,
+        typer.Option(
+            "--abandon-pending",
+            help="Discard keys of an earlier transfer that never got an answer (only if it "
+            "never reached the meter: a meter holding them would be cut off).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rotate meter keys by DLMS global key transfer (RFC 3394 wrap) to simulated meters."""
@@ -173,7 +181,7 @@ def rotate_keys(
         )
         try:
             for meter_id in track(wanted, description="key transfer", console=console):
-                results.append(rotator.rotate(meter_id, link, actor()))
+                results.append(rotator.rotate(meter_id, link, actor(), abandon_pending))
         finally:
             save_fleet(fleet, simulator, next_day)  # the meters keep what they were sent
     outcomes = Counter(r.outcome for r in results)

@@ -65,6 +65,7 @@ class _Prepared:
     request: bytes
     current: KeyState
     version: int
+    invoke_id: int
 
 
 class KeyRotator:
@@ -82,21 +83,27 @@ class KeyRotator:
         self._audit, self._clock, self._hash = audit, clock, hasher
         self.grace_s = grace_s
 
-    def rotate(self, meter_id: str, link: MeterLink, actor: str) -> Rotation:
-        prepared = self._prepare(meter_id, actor)
+    def rotate(
+        self, meter_id: str, link: MeterLink, actor: str, abandon_pending: bool = False
+    ) -> Rotation:
+        """Send new keys to the meter. While an earlier transfer awaits confirmation (its answer
+        was lost: the meter may hold those keys) a new one is refused, so no answer kept from
+        the earlier one can make the MDMS take keys the meter never got; ``abandon_pending``
+        discards the earlier keys first, for a transfer known never to have reached the meter."""
+        prepared = self._prepare(meter_id, actor, abandon_pending)
         try:
             response = link.exchange(meter_id, prepared.request)
         except (MeterUnreachable, frames.FrameRejected, OSError) as exc:
             return self._finish(meter_id, prepared, "no_answer", f"no answer: {exc}", actor)
         try:
-            result = self._read_response(meter_id, prepared.current, response)
+            result = self._read_response(meter_id, prepared, response)
         except frames.FrameRejected as exc:
             return self._finish(meter_id, prepared, "no_answer", f"bad answer: {exc}", actor)
         if result != 0:
             return self._finish(meter_id, prepared, "refused", f"meter answered {result}", actor)
         return self._finish(meter_id, prepared, "rotated", "new keys in force", actor)
 
-    def _prepare(self, meter_id: str, actor: str) -> _Prepared:
+    def _prepare(self, meter_id: str, actor: str, abandon_pending: bool) -> _Prepared:
         with self._db.transaction() as session:
             ctx = self._registry.load(session, [meter_id]).get(meter_id)
             meter = session.get(Meter, meter_id)
@@ -105,6 +112,7 @@ class KeyRotator:
             if meter.status != ACTIVE:
                 raise KeyRotationError(f"meter {meter_id} is {meter.status}")
             current = next(k for k in ctx.keys if k.version == ctx.key_version)
+            self._pending(session, meter, abandon_pending, actor)
             master = self._master_key(session, meter_id, current.version)
             version = 1 + max(
                 session.exec(select(MeterKey.version).where(MeterKey.meter_id == meter_id))
@@ -117,12 +125,39 @@ class KeyRotator:
             payload = keytransfer.key_data(
                 master, {KeyId.GLOBAL_UNICAST_ENCRYPTION: ek, KeyId.AUTHENTICATION: ak}
             )
-            apdu = keytransfer.action_request(meter.downlink_ic % 16, payload)
+            invoke_id = meter.downlink_ic % 16
+            apdu = keytransfer.action_request(invoke_id, payload)
             request = frames.seal(MDMS_SYSTEM_TITLE, meter.downlink_ic, cur_ek, cur_ak, apdu)
             details = {"from_version": current.version, "to_version": version}
             event = AuditEvent("mdms.meter_key_transfer_sent", actor, self._hash(meter_id), details)
             self._audit.record(session, [event])
-        return _Prepared(request, current, version)
+        return _Prepared(request, current, version, invoke_id)
+
+    def _pending(self, session: Session, meter: Meter, abandon: bool, actor: str) -> None:
+        query = select(MeterKey).where(
+            MeterKey.meter_id == meter.meter_id,
+            col(MeterKey.version) > meter.key_version,
+            col(MeterKey.encryption_wrapped).is_not(None),
+        )
+        pending = list(session.exec(query))
+        if not pending:
+            return
+        versions = ", ".join(str(p.version) for p in pending)
+        if not abandon:
+            raise KeyRotationError(
+                f"meter {meter.meter_id} has a key transfer awaiting confirmation (version "
+                f"{versions}): the meter's next frame under those keys confirms it; abandon it "
+                "only if it never reached the meter (--abandon-pending)"
+            )
+        for row in pending:
+            _destroy(row, to_us(self._clock.now()))
+            session.add(row)
+        session.flush()
+        details = {"abandoned_versions": versions}
+        event = AuditEvent(
+            "mdms.meter_key_pending_abandoned", actor, self._hash(meter.meter_id), details
+        )
+        self._audit.record(session, [event])
 
     def _master_key(self, session: Session, meter_id: str, version: int) -> bytes:
         row = session.get(MeterKey, (meter_id, version))
@@ -155,7 +190,8 @@ class KeyRotator:
         )
         session.flush()
 
-    def _read_response(self, meter_id: str, current: KeyState, response: bytes) -> int:
+    def _read_response(self, meter_id: str, prepared: _Prepared, response: bytes) -> int:
+        current = prepared.current
         envelope = frames.parse_ciphered(response)
         if envelope.system_title.hex().upper() != meter_id:
             raise frames.FrameRejected(frames.Reason.BODY_MISMATCH, "answer from another meter")
@@ -163,7 +199,12 @@ class KeyRotator:
             raise frames.FrameRejected(frames.Reason.REPLAY, "answer with an old counter")
         ek, ak = self._registry.keys_of(meter_id, current)
         plain = frames.open_ciphered(envelope, ek, ak)
-        return keytransfer.parse_action_response(plain)[1]
+        invoke_id, result = keytransfer.parse_action_response(plain)
+        if invoke_id != prepared.invoke_id:
+            raise frames.FrameRejected(
+                frames.Reason.REPLAY, f"answer to request {invoke_id}, not {prepared.invoke_id}"
+            )
+        return result
 
     def _finish(
         self, meter_id: str, prepared: _Prepared, outcome: str, detail: str, actor: str
@@ -174,8 +215,9 @@ class KeyRotator:
                 self._activate(session, meter_id, prepared)
             elif outcome == "refused":
                 pending = session.get(MeterKey, (meter_id, prepared.version))
-                if pending is not None:
-                    session.delete(pending)
+                if pending is not None:  # kept, destroyed: version numbers are never reused
+                    _destroy(pending, to_us(self._clock.now()))
+                    session.add(pending)
             details = {
                 "from_version": prepared.current.version,
                 "to_version": prepared.version,
@@ -207,7 +249,13 @@ class KeyRotator:
             if old.valid_until_us is None:
                 old.valid_until_us = now + self.grace_s * 1_000_000
             elif old.valid_until_us <= now:  # past its grace: destroy the old key material
-                old.encryption_wrapped = old.authentication_wrapped = old.master_wrapped = None
-                old.kek_id = None
+                _destroy(old, old.valid_until_us)
             session.add(old)
         session.flush()
+
+
+def _destroy(row: MeterKey, until_us: int) -> None:
+    """Drop a key version's material; the row stays so its number is never given again."""
+    row.encryption_wrapped = row.authentication_wrapped = row.master_wrapped = None
+    row.kek_id = None
+    row.valid_until_us = until_us

@@ -15,7 +15,7 @@ from broker.audit.log import AuditLog
 from broker.audit.note import NoteSigner
 from broker.keys.provider import FileKeyProvider
 from broker.keys.service import DataKeys
-from broker.kit.clock import FixedClock
+from broker.kit.clock import FixedClock, to_us
 from broker.kit.ids import SubjectHasher
 from broker.storage.db import Database
 from connectors.mdms.ingest import BatchResult, IngestPipeline, IngestSettings
@@ -51,6 +51,9 @@ class Mdms:
     def ingest(self, *frames: bytes, batch_id: str = "b") -> BatchResult:
         with self.db.transaction() as session:
             return self.pipeline.ingest(session, list(frames), "dc-test", batch_id, "test")
+
+    def clock_us(self) -> int:
+        return to_us(self.clock.now())
 
     def audit_types(self) -> list[str]:
         with self.db.engine.connect() as conn:

@@ -214,7 +214,7 @@ def test_C1_6_every_rotation_writes_audit_entries(
     assert all(meter_id not in json.dumps(b) for _t, b in entries)  # the meter only hashed
 
 
-def test_C1_6_a_meter_that_refuses_keeps_its_old_keys_and_the_pending_version_is_removed(
+def test_C1_6_a_meter_that_refuses_keeps_its_old_keys_and_the_pending_keys_are_destroyed(
     mdms: Mdms, rotator: KeyRotator, fleet: Fleet
 ) -> None:
     meter = fleet.meters[0]
@@ -226,7 +226,7 @@ def test_C1_6_a_meter_that_refuses_keeps_its_old_keys_and_the_pending_version_is
     done = rotator.rotate(rows[0].meter_id, Link([meter]), "test")
     assert (done.outcome, done.detail) == ("refused", "meter answered 250")
     assert meter.keys == old
-    assert key_rows_of(mdms, meter) == {1: (None, True)}
+    assert key_rows_of(mdms, meter) == {1: (None, True), 2: (mdms.clock_us(), False)}
     assert current_version(mdms, meter) == 1
     assert statuses(mdms, push(meter, 0)) == ["accepted"]
     assert rotation_audit(mdms)[-1][1]["details"]["outcome"] == "refused"
@@ -264,7 +264,8 @@ def test_C1_6_a_refused_request_after_a_lost_answer_is_not_a_rotation(
     meter_id = meter.system_title.hex().upper()
     provision(mdms, fleet.meters)
     assert rotator.rotate(meter_id, LosingLink([meter]), "test").outcome == "no_answer"
-    assert rotator.rotate(meter_id, Link([meter]), "test").outcome == "no_answer"
+    with pytest.raises(KeyRotationError, match="awaiting confirmation"):
+        rotator.rotate(meter_id, Link([meter]), "test")
     assert current_version(mdms, meter) == 1
     assert statuses(mdms, push(meter, 0)) == ["accepted"]  # under version 2, promoted
     assert current_version(mdms, meter) == 2
@@ -309,28 +310,39 @@ def test_C1_6_an_answer_replayed_from_an_earlier_rotation_is_refused(
     assert statuses(mdms, push(meter, 0)) == ["accepted"]  # the keys the meter really has
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rotation.py _read_response accepts an old answer sealed under the current keys: "
-    "it checks the answer's counter only against the last counter accepted from pushes "
-    "(current.last_ic), never records the counters of answers, and ignores the invoke id; the "
-    "MDMS then makes a version current that the meter never received",
-)
-def test_C1_6_an_answer_replayed_after_a_lost_answer_is_refused(
+def test_C1_6_an_answer_replayed_after_a_lost_answer_cannot_rotate(
     mdms: Mdms, rotator: KeyRotator, fleet: Fleet
 ) -> None:
     """The meter took version 2 and its answer was kept by a man in the middle; when the
-    operator retries, he drops the request and replays the kept answer (still sealed under
-    version 1, which the MDMS believes current)."""
+    operator retries, he would drop the request and replay the kept answer (still sealed under
+    version 1). The retry is refused while version 2 awaits confirmation, so the replay never
+    gets a request to answer; the meter's next frame under version 2 confirms it."""
     meter = fleet.meters[0]
     meter_id = meter.system_title.hex().upper()
     provision(mdms, fleet.meters)
     lost = LosingLink([meter])
     assert rotator.rotate(meter_id, lost, "test").outcome == "no_answer"
-    replayed = rotator.rotate(meter_id, ReplayingLink(lost.answers[0]), "test")
-    assert replayed.outcome != "rotated", "the MDMS took version 3, which the meter never got"
+    replaying = ReplayingLink(lost.answers[0])
+    with pytest.raises(KeyRotationError, match="awaiting confirmation"):
+        rotator.rotate(meter_id, replaying, "test")
+    assert replaying.requests == [] and current_version(mdms, meter) == 1
     mdms.clock.advance(dt.timedelta(days=2))
     assert statuses(mdms, push(meter, 0)) == ["accepted"]
+    assert current_version(mdms, meter) == 2
+
+
+def test_C1_6_a_transfer_that_never_reached_the_meter_can_be_abandoned(
+    mdms: Mdms, rotator: KeyRotator, fleet: Fleet
+) -> None:
+    meter = fleet.meters[0]
+    meter_id = meter.system_title.hex().upper()
+    provision(mdms, fleet.meters)
+    assert rotator.rotate(meter_id, ReplayingLink(b""), "test").outcome == "no_answer"
+    done = rotator.rotate(meter_id, Link([meter]), "test", abandon_pending=True)
+    assert done.outcome == "rotated" and done.to_version == 3
+    assert "mdms.meter_key_pending_abandoned" in mdms.audit_types()
+    assert statuses(mdms, push(meter, 0)) == ["accepted"]
+    assert current_version(mdms, meter) == 3
 
 
 def test_C1_6_an_answer_from_another_meter_or_changed_on_the_way_is_not_a_rotation(
@@ -344,7 +356,9 @@ def test_C1_6_an_answer_from_another_meter_or_changed_on_the_way_is_not_a_rotati
     results: list[Rotation] = [rotator.rotate(meter_id, ReplayingLink(link.answers[0]), "test")]
     changed = bytearray(push(meter, 0))  # a frame of the meter's, one byte changed
     changed[-1] ^= 1
-    results.append(rotator.rotate(meter_id, ReplayingLink(bytes(changed)), "test"))
+    results.append(
+        rotator.rotate(meter_id, ReplayingLink(bytes(changed)), "test", abandon_pending=True)
+    )
     assert [(r.outcome, r.detail.split(":")[0]) for r in results] == [
         ("no_answer", "bad answer"),
         ("no_answer", "bad answer"),
