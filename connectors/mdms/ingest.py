@@ -412,12 +412,10 @@ class _Run:
         last = int(flagged.end_s[-1])
         if ctx.last_end_s is None or last > ctx.last_end_s:
             ctx.last_end_s, ctx.last_register_wh = last, int(flagged.register[-1])
-        self.result.estimates += len(estimates)
-        for quality in (flagged.quality, estimates.quality):
-            for q in Quality:
-                n = int(np.count_nonzero(quality & q.value))
-                if n:
-                    self.flag_counts[str(q.name).lower()] += n
+        for q in Quality:  # estimates are counted when stored (an interval may have a reading)
+            n = int(np.count_nonzero(flagged.quality & q.value))
+            if n:
+                self.flag_counts[str(q.name).lower()] += n
         return flagged
 
     def _stage(self, meter_id: str, readings: Readings) -> None:
@@ -594,6 +592,9 @@ class _Run:
             existing = day.existing if day.existing is not None else Readings.empty()
             merged = merge(existing, _unique(Readings.concat(day.incoming)))
             self.result.readings_stored += merged.added + merged.replaced_estimates
+            self.result.estimates += merged.estimates_added
+            if merged.estimates_added:
+                self.flag_counts["estimated"] += merged.estimates_added
             day.stored = merged.readings
             ctx = contexts[meter_id]
             key_ref = self.key_refs[ctx.customer_ref]

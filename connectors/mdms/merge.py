@@ -24,13 +24,15 @@ class Merged:
     replaced_estimates: int
     duplicates: int
     conflicts: int
+    estimates_added: int = 0
+    """Estimates stored for intervals that had nothing."""
 
 
 def merge(existing: Readings, incoming: Readings) -> Merged:
     """The union of ``existing`` and ``incoming`` (each sorted by end, ends unique within each)."""
     if len(existing) == 0:
         real = int(np.count_nonzero(incoming.quality & Quality.ESTIMATED == 0))
-        return Merged(incoming, real, 0, 0, 0)
+        return Merged(incoming, real, 0, 0, 0, len(incoming) - real)
     pos = np.searchsorted(existing.end_s, incoming.end_s)
     clipped = np.minimum(pos, len(existing) - 1)
     same = existing.end_s[clipped] == incoming.end_s
@@ -52,13 +54,15 @@ def merge(existing: Readings, incoming: Readings) -> Merged:
     kept = Readings(existing.end_s, existing.register, existing.value, existing.status, quality)
     combined = Readings.concat([kept.take(keep_existing), incoming.take(take_incoming)])
     order = np.argsort(combined.end_s, kind="stable")
-    added = int(np.count_nonzero(take_incoming & (incoming.quality & Quality.ESTIMATED == 0)))
+    incoming_estimated = incoming.quality & Quality.ESTIMATED != 0
+    added = int(np.count_nonzero(take_incoming & ~incoming_estimated))
     return Merged(
         combined.take(order),
         added - int(replace.sum()),
         int(replace.sum()),
         int((both_real & equal).sum()),
         int(conflict.sum()),
+        int(np.count_nonzero(take_incoming & incoming_estimated)),
     )
 
 

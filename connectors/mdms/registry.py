@@ -177,23 +177,33 @@ class MeterRegistry:
         query = select(MeterKey).where(col(MeterKey.kek_id).is_not(None), MeterKey.kek_id != to_kek)
         rows = 0
         for row in session.exec(query):
-            assert row.kek_id is not None
-            for kind, attr in (
-                ("ek", "encryption_wrapped"),
-                ("ak", "authentication_wrapped"),
-                ("mk", "master_wrapped"),
-            ):
-                blob: bytes | None = getattr(row, attr)
-                if blob is not None:
-                    key = self._unwrap(row.meter_id, row.version, kind, row.kek_id, blob)
-                    setattr(row, attr, self._wrap(row.meter_id, row.version, kind, key).blob)
-            row.kek_id = to_kek
+            self._rewrap_row(row)
             session.add(row)
             rows += 1
         session.flush()
         details = {"to_kek": to_kek, "meter_keys_rewrapped": rows}
         self._audit.record(session, [AuditEvent("mdms.meter_keys_rewrapped", actor, None, details)])
         return rows
+
+    def _rewrap_row(self, row: MeterKey, master: bytes | None = None) -> None:
+        """Every key of a version wrapped under the current KEK (one KEK per row), with
+        ``master`` as its master key if given."""
+        kinds = (
+            ("ek", "encryption_wrapped"),
+            ("ak", "authentication_wrapped"),
+            ("mk", "master_wrapped"),
+        )
+        plain: dict[str, bytes] = {}
+        for kind, attr in kinds:
+            blob: bytes | None = getattr(row, attr)
+            if blob is not None and row.kek_id is not None:
+                plain[attr] = self._unwrap(row.meter_id, row.version, kind, row.kek_id, blob)
+        if master is not None:
+            plain["master_wrapped"] = master
+        for kind, attr in kinds:
+            if attr in plain:
+                setattr(row, attr, self._wrap(row.meter_id, row.version, kind, plain[attr]).blob)
+        row.kek_id = self._provider.current_kek_id()
 
     def usage_by_kek(self, session: Session) -> dict[str, int]:
         query = select(MeterKey.kek_id, func.count()).group_by(col(MeterKey.kek_id))
@@ -205,13 +215,15 @@ class MeterRegistry:
         self, session: Session, rows: Sequence[MeterKeyRow], actor: str, source: str
     ) -> dict[str, int]:
         """Store new meters with their keys (wrapped) and their customers; a meter already
-        provisioned with the same keys and customer is left as it is, one with other keys is
-        refused (rotate its keys instead)."""
+        provisioned with the same keys and customer is left as it is (its master key added if
+        it had none), one with other keys is refused (rotate its keys instead)."""
         existing = self._existing(session, [r.meter_id for r in rows])
-        found = [self._conflict(r, existing[r.meter_id]) for r in rows if r.meter_id in existing]
+        known = [r for r in rows if r.meter_id in existing]
+        found = [self._conflict(session, r, existing[r.meter_id]) for r in known]
         errors = [e for e in found if e is not None]
         if errors:
             raise ProvisioningError("; ".join(errors[:20]) + "; nothing was stored")
+        masters_added = self._add_masters(session, known, existing)
         new = [r for r in rows if r.meter_id not in existing]
         customers = self._ensure_customers(session, sorted({r.customer_ref for r in new}), actor)
         now = to_us(self._clock.now())
@@ -227,6 +239,7 @@ class MeterRegistry:
             raw.copy_in("meter_key", tuple(keys[0]), _KEY_TYPES, [tuple(k.values()) for k in keys])
         report = {"provisioned": len(new), "unchanged": len(rows) - len(new)}
         report["customers_created"] = customers
+        report["master_keys_added"] = masters_added
         details = {**report, "source": source}
         self._audit.record(session, [AuditEvent("mdms.meters_provisioned", actor, None, details)])
         return report
@@ -271,7 +284,30 @@ class MeterRegistry:
                 found[meter_id].keys = ctx.keys
         return found
 
-    def _conflict(self, row: MeterKeyRow, ctx: MeterContext) -> str | None:
+    def _stored_master(self, session: Session, meter_id: str, version: int) -> bytes | None:
+        row = session.get(MeterKey, (meter_id, version))
+        if row is None or row.master_wrapped is None or row.kek_id is None:
+            return None
+        return self._unwrap(meter_id, version, "mk", row.kek_id, row.master_wrapped)
+
+    def _add_masters(
+        self, session: Session, rows: Sequence[MeterKeyRow], existing: dict[str, MeterContext]
+    ) -> int:
+        """A known meter's master key, given now and not before, is stored (wrapped)."""
+        added = 0
+        for r in rows:
+            version = existing[r.meter_id].key_version
+            if r.master_key is None or self._stored_master(session, r.meter_id, version):
+                continue
+            key = session.get(MeterKey, (r.meter_id, version))
+            assert key is not None
+            self._rewrap_row(key, master=r.master_key)
+            session.add(key)
+            added += 1
+        session.flush()
+        return added
+
+    def _conflict(self, session: Session, row: MeterKeyRow, ctx: MeterContext) -> str | None:
         if ctx.customer_ref != row.customer_ref:
             return f"line {row.line}: meter {row.meter_id} belongs to another customer"
         current = [k for k in ctx.keys if k.version == ctx.key_version]
@@ -283,6 +319,9 @@ class MeterRegistry:
                 f"line {row.line}: meter {row.meter_id} is provisioned with other keys; "
                 "use `broker meters rotate-keys`"
             )
+        stored_master = self._stored_master(session, ctx.meter_id, ctx.key_version)
+        if row.master_key is not None and stored_master not in (None, row.master_key):
+            return f"line {row.line}: meter {row.meter_id} is provisioned with another master key"
         return None
 
     def _ensure_customers(self, session: Session, refs: list[str], actor: str) -> int:

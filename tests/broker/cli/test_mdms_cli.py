@@ -100,7 +100,12 @@ def test_C1_6_provision_from_a_simulator_key_file(
     initialised: Path, tmp_path: Path, fleet: Fleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = _provision(capsys, tmp_path, fleet)
-    assert report == {"provisioned": 3, "unchanged": 0, "customers_created": 3}
+    assert report == {
+        "provisioned": 3,
+        "unchanged": 0,
+        "customers_created": 3,
+        "master_keys_added": 0,
+    }
     listed = _run_json(capsys, "meters", "list")
     assert [m["meter_id"] for m in listed] == sorted(_title(m) for m in fleet.meters)
     by_id = {m["meter_id"]: m for m in listed}

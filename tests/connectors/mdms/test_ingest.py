@@ -267,3 +267,18 @@ def test_answers_follow_frame_order_in_a_mixed_batch(mdms: Mdms) -> None:
         ("accepted", None),
     ]
     assert frames.Reason.UNKNOWN_METER.value in result.reasons()
+
+
+def test_estimates_are_counted_only_where_they_are_stored(mdms: Mdms) -> None:
+    """A sparse re-send inside a stored day estimates nothing: every interval has a reading."""
+    meter = TestMeter(23)
+    mdms.provision(meter)
+    ends = meter.ends(0)
+    registers, values = meter.readings(ends)
+    mdms.ingest(meter.frame(ends, registers, values))
+    sparse = meter.frame(ends[[20, 30]], registers[[20, 30]], values[[20, 30]])
+    result = mdms.ingest(sparse)
+    assert result.answers[0].status == "accepted"
+    assert (result.estimates, result.flagged.get("estimated", 0)) == (0, 0)
+    _, _, quality = _stored(mdms, meter, 0)
+    assert not (quality & 0x01).any()

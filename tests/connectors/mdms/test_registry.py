@@ -8,7 +8,9 @@ checked by reading every cell of every table, as bytes and as text.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,7 @@ def test_R1_3_meter_keys_are_stored_only_wrapped_nowhere_in_the_clear(
         "provisioned": 5,
         "unchanged": 0,
         "customers_created": 5,
+        "master_keys_added": 0,
     }
     assert count(mdms, MeterKey) == 5
     with mdms.db.engine.connect() as conn:
@@ -281,7 +284,12 @@ def test_C1_6_provisioning_the_same_meters_again_changes_nothing(
     with mdms.db.engine.connect() as conn:
         before = conn.execute(text("SELECT * FROM meter_key ORDER BY meter_id")).all()
     again = provision_file(mdms, path)
-    assert again == {"provisioned": 0, "unchanged": 2, "customers_created": 0}
+    assert again == {
+        "provisioned": 0,
+        "unchanged": 2,
+        "customers_created": 0,
+        "master_keys_added": 0,
+    }
     with mdms.db.engine.connect() as conn:
         assert conn.execute(text("SELECT * FROM meter_key ORDER BY meter_id")).all() == before
     assert mdms.audit_types().count("mdms.meters_provisioned") == 2
@@ -466,3 +474,23 @@ def test_C1_6_retiring_a_kek_without_rewrapping_leaves_the_meter_keys_unreadable
     rotate_kek(mdms, rewrap=False)
     with pytest.raises(KeyError_, match="not available"):
         restarted(mdms).ingest(meter.push_day(1))
+
+
+def test_C1_6_a_master_key_given_later_is_stored_and_another_one_is_refused(
+    mdms: Mdms, tmp_path: Path
+) -> None:
+    """A meter first provisioned without its master key can get it from a later key file (so
+    its keys can be rotated); a key file naming another master key is refused whole."""
+    fleet = Fleet.create(2, 5)
+    without = key_rows(fleet.meters, master=False)
+    with mdms.db.transaction() as session:
+        mdms.registry.provision(session, without, "test", "test")
+    with mdms.db.transaction() as session:
+        report = mdms.registry.provision(session, key_rows(fleet.meters), "test", "test")
+    assert (report["unchanged"], report["master_keys_added"]) == (2, 2)
+    with mdms.db.engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(master_wrapped) FROM meter_key")).scalar_one()
+    assert stored == 2
+    other = [dataclasses.replace(r, master_key=os.urandom(16)) for r in key_rows(fleet.meters)]
+    with pytest.raises(ProvisioningError, match="another master key"), mdms.db.transaction() as s:
+        mdms.registry.provision(s, other, "test", "test")
