@@ -36,7 +36,7 @@ from broker.errors import (
 )
 from broker.runtime import Runtime
 from connectors.dlms.batch import MEDIA_TYPE, BatchError, check_batch_id, decode_batch
-from connectors.mdms.ingest import BatchResult
+from connectors.mdms.answers import BatchResult
 from connectors.mdms.limits import Limits
 from connectors.mdms.models import IngestTally
 

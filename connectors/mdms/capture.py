@@ -18,7 +18,8 @@ from typing import Any
 from broker.errors import BrokerError
 from broker.storage.db import Database
 from connectors.dlms.frames import Reason
-from connectors.mdms.ingest import REJECTED, FrameAnswer, IngestPipeline
+from connectors.mdms.answers import REJECTED, FrameAnswer
+from connectors.mdms.ingest import IngestPipeline
 
 
 class CaptureError(BrokerError):

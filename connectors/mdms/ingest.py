@@ -35,22 +35,17 @@ from broker.kit.clock import Clock, to_us
 from broker.kit.envelope import KeyRing, key_ref_of
 from broker.kit.ids import SubjectHasher
 from broker.storage.raw import Raw
-from connectors.dlms.bulk import Decoded, decode_bodies
-from connectors.dlms.frames import (
-    FrameRejected,
-    Reason,
-    data_notification_body,
-    open_ciphered,
-    parse_ciphered,
-)
+from connectors.dlms.frames import FrameRejected, Reason
 from connectors.mdms import fastlane
+from connectors.mdms.answers import ACCEPTED, DUPLICATE, REJECTED, BatchResult, FrameAnswer
 from connectors.mdms.block import DAY_S, Readings, block_context, day_of, decode_day, encode_day
 from connectors.mdms.fastlane import FastFrame, eligible
-from connectors.mdms.merge import all_stored, merge
+from connectors.mdms.merge import all_stored, merge, unique
+from connectors.mdms.opening import FrameOpener, Opened, Window
+from connectors.mdms.readings import fetch_sealed_days
 from connectors.mdms.registry import ACTIVE, KeyState, MeterContext, MeterRegistry
 from connectors.mdms.vee import Previous, Quality, VeeLimits, flag_names, validate
 
-ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 DATA_KEY_CACHE = 100_000
 MAX_EXAMPLES = 5
 
@@ -66,74 +61,6 @@ class IngestSettings:
     key_grace_s: int = 86_400
     """How long frames under a superseded meter key still verify."""
     vee: VeeLimits = field(default_factory=VeeLimits)
-
-
-@dataclass
-class FrameAnswer:
-    status: str
-    reason: str | None = None
-    detail: str | None = None
-    readings: int = 0
-    flags: list[str] = field(default_factory=list)
-
-    def to_json(self, index: int) -> dict[str, Any]:
-        return {
-            "i": index,
-            "status": self.status,
-            "reason": self.reason,
-            "detail": self.detail,
-            "readings": self.readings,
-            "flags": self.flags,
-        }
-
-
-@dataclass
-class BatchResult:
-    batch_id: str
-    source: str
-    answers: list[FrameAnswer]
-    readings_stored: int = 0
-    estimates: int = 0
-    flagged: dict[str, int] = field(default_factory=dict)
-
-    def outcomes(self) -> Counter[str]:
-        """Frames per outcome: ``accepted``, ``duplicate`` or the rejection reason."""
-        return Counter(
-            a.reason if a.status == REJECTED and a.reason else a.status for a in self.answers
-        )
-
-    def count(self, status: str) -> int:
-        return sum(1 for a in self.answers if a.status == status)
-
-    def reasons(self) -> dict[str, int]:
-        return dict(Counter(a.reason for a in self.answers if a.reason is not None))
-
-    def to_json(self, frames: bool = True) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "batch_id": self.batch_id,
-            "received": len(self.answers),
-            "accepted": self.count(ACCEPTED),
-            "duplicate": self.count(DUPLICATE),
-            "rejected": self.count(REJECTED),
-            "reasons": self.reasons(),
-            "readings_stored": self.readings_stored,
-            "estimates": self.estimates,
-            "flagged": self.flagged,
-        }
-        if frames:
-            body["frames"] = [a.to_json(i) for i, a in enumerate(self.answers)]
-        return body
-
-
-@dataclass
-class _Opened:
-    """A frame that verified and decoded; still to be placed."""
-
-    index: int
-    ctx: MeterContext
-    key: KeyState
-    ic: int
-    readings: Readings
 
 
 @dataclass
@@ -207,7 +134,8 @@ class _Run:
         self.session = session
         self.frames = frames
         self.now_us = to_us(pipeline._clock.now())
-        self.now_s = self.now_us // 1_000_000
+        settings = pipeline.settings
+        self.window = Window(self.now_us, settings.max_future_s, settings.max_age_s)
         self.answers: list[FrameAnswer | None] = [None] * len(frames)
         self.result = BatchResult(batch_id, source, [])
         self.rejected_meters: dict[str, set[str]] = defaultdict(set)
@@ -225,13 +153,15 @@ class _Run:
             self.rejected_meters[exc.reason.value].add(self.p._hash(meter_id))
 
     def execute(self) -> BatchResult:
-        envelopes = self._parse_all()
+        opener = FrameOpener(self.p._registry, self.window, self.key_refs, self.reject)
+        envelopes = opener.parse_all(self.frames)
         contexts = self.p._registry.load(self.session, [c[1] for c in envelopes.values()])
         self.horizon = {
             m: int((c.last_end_s - 1) // DAY_S) for m, c in contexts.items() if c.last_end_s
         }
         self._customer_keys(contexts)
-        opened = self._open_all(envelopes, contexts)
+        opener.key_refs = self.key_refs
+        opened = opener.open_all(envelopes, contexts)
         accepted, candidates = self._order(opened)
         self._place(accepted, {o.ctx.meter_id for o in candidates})
         self._judge_candidates(candidates)
@@ -241,17 +171,6 @@ class _Run:
         return self.result
 
     # ---- per frame --------------------------------------------------------------------------
-
-    def _parse_all(self) -> dict[int, tuple[Any, str]]:
-        out: dict[int, tuple[Any, str]] = {}
-        for i, frame in enumerate(self.frames):
-            try:
-                envelope = parse_ciphered(frame)
-            except FrameRejected as exc:
-                self.reject(i, exc)
-                continue
-            out[i] = (envelope, envelope.system_title.hex().upper())
-        return out
 
     def _customer_keys(self, contexts: dict[str, MeterContext]) -> None:
         """Each customer's live data key, read with the meters; keys created for customers
@@ -265,67 +184,7 @@ class _Run:
         if missing:
             self.key_refs.update(self.p._data_keys.current_refs(self.session, missing, "mdms"))
 
-    def _open_all(
-        self, envelopes: dict[int, tuple[Any, str]], contexts: dict[str, MeterContext]
-    ) -> list[_Opened]:
-        """Verify and decrypt each frame, decode all bodies at once, then check each."""
-        plain: list[tuple[int, Any, MeterContext, KeyState, bytes]] = []
-        for i, (envelope, meter_id) in envelopes.items():
-            ctx = contexts.get(meter_id)
-            try:
-                if ctx is None or ctx.status != ACTIVE:
-                    raise FrameRejected(
-                        Reason.UNKNOWN_METER, f"system title {meter_id} is not provisioned"
-                    )
-                if self.key_refs.get(ctx.customer_ref) is None:
-                    raise FrameRejected(
-                        Reason.UNKNOWN_METER, f"meter {meter_id}: its customer was erased"
-                    )
-                apdu, key = self._decrypt(envelope, ctx)
-                plain.append((i, envelope, ctx, key, data_notification_body(apdu)))
-            except FrameRejected as exc:
-                self.reject(i, exc, meter_id)
-        profiles = decode_bodies([p[4] for p in plain])
-        opened: list[_Opened] = []
-        for (i, envelope, ctx, key, _body), profile in zip(plain, profiles, strict=True):
-            try:
-                if isinstance(profile, FrameRejected):
-                    raise profile
-                opened.append(self._check(i, envelope, ctx, key, profile))
-            except FrameRejected as exc:
-                self.reject(i, exc, ctx.meter_id)
-        return opened
-
-    def _check(
-        self, index: int, envelope: Any, ctx: MeterContext, key: KeyState, body: Decoded
-    ) -> _Opened:
-        if body.system_title != envelope.system_title:
-            raise FrameRejected(
-                Reason.BODY_MISMATCH,
-                f"body names meter {body.system_title.hex().upper()}, envelope {ctx.meter_id}",
-            )
-        if body.latest > self.now_s + self.p.settings.max_future_s:
-            ahead = body.latest - self.now_s
-            raise FrameRejected(Reason.CLOCK_FUTURE, f"interval ends {ahead} s ahead")
-        if body.earliest < self.now_s - self.p.settings.max_age_s:
-            old = self.now_s - body.earliest
-            raise FrameRejected(Reason.CLOCK_PAST, f"interval ends {old} s old")
-        quality = np.zeros(len(body.end_s), np.uint8)
-        readings = Readings(body.end_s, body.register, body.value, body.status, quality)
-        return _Opened(index, ctx, key, envelope.invocation_counter, readings)
-
-    def _decrypt(self, envelope: Any, ctx: MeterContext) -> tuple[bytes, KeyState]:
-        for key in ctx.candidates(self.now_us):
-            ek, ak = self.p._registry.keys_of(ctx.meter_id, key)
-            try:
-                return open_ciphered(envelope, ek, ak), key
-            except FrameRejected:
-                continue
-        raise FrameRejected(
-            Reason.BAD_TAG, "authentication tag does not verify under the meter's keys"
-        )
-
-    def _order(self, opened: list[_Opened]) -> tuple[list[_Opened], list[_Opened]]:
+    def _order(self, opened: list[Opened]) -> tuple[list[Opened], list[Opened]]:
         """Counters in arrival order: above the last accepted → accepted, else a candidate."""
         accepted, candidates = [], []
         for o in opened:
@@ -352,8 +211,8 @@ class _Run:
 
     # ---- placing readings -------------------------------------------------------------------
 
-    def _place(self, accepted: list[_Opened], with_candidates: set[str]) -> None:
-        by_meter: dict[str, list[_Opened]] = defaultdict(list)
+    def _place(self, accepted: list[Opened], with_candidates: set[str]) -> None:
+        by_meter: dict[str, list[Opened]] = defaultdict(list)
         for o in accepted:
             by_meter[o.ctx.meter_id].append(o)
         if self.p.settings.fast_lane:
@@ -365,9 +224,9 @@ class _Run:
         for meter_id, group in by_meter.items():
             self._answer(group, flagged[meter_id])
 
-    def _place_fast(self, by_meter: dict[str, list[_Opened]], with_candidates: set[str]) -> None:
+    def _place_fast(self, by_meter: dict[str, list[Opened]], with_candidates: set[str]) -> None:
         """Take the meters the fast lane can place out of ``by_meter`` and place them."""
-        chosen: list[tuple[_Opened, FastFrame]] = []
+        chosen: list[tuple[Opened, FastFrame]] = []
         for meter_id, group in by_meter.items():
             if len(group) != 1 or meter_id in with_candidates:
                 continue
@@ -387,7 +246,7 @@ class _Run:
                 del by_meter[o.ctx.meter_id]
                 self._take_fast(o, block)
 
-    def _take_fast(self, o: _Opened, block: fastlane.Placed) -> None:
+    def _take_fast(self, o: Opened, block: fastlane.Placed) -> None:
         ctx = o.ctx
         ctx.last_end_s, ctx.last_register_wh = block.last_end, block.last_register
         self.touched[ctx.meter_id] = ctx
@@ -399,10 +258,10 @@ class _Run:
             ACCEPTED, readings=block.readings, flags=flag_names(block.flags)
         )
 
-    def _validate(self, group: list[_Opened]) -> Readings:
+    def _validate(self, group: list[Opened]) -> Readings:
         ctx = group[0].ctx
         self.touched[ctx.meter_id] = ctx
-        new = _unique(Readings.concat([o.readings for o in group]))
+        new = unique(Readings.concat([o.readings for o in group]))
         interval = ctx.interval_s
         flagged, estimates = validate(
             new, Previous(ctx.last_end_s, ctx.last_register_wh), interval, self.p.settings.vee
@@ -427,7 +286,7 @@ class _Run:
             key = (meter_id, int(days[start]))
             self.days.setdefault(key, _Day()).incoming.append(readings.take(slice(start, stop)))
 
-    def _answer(self, group: list[_Opened], flagged: Readings) -> None:
+    def _answer(self, group: list[Opened], flagged: Readings) -> None:
         for o in group:
             pos = np.searchsorted(flagged.end_s, o.readings.end_s)
             flags = int(np.bitwise_or.reduce(flagged.quality[pos])) if len(pos) else 0
@@ -450,7 +309,7 @@ class _Run:
         if not wanted:
             return
         keys = wanted
-        found = _fetch_days(Raw(self.session), keys)
+        found = fetch_sealed_days(Raw(self.session), keys)
         ring = self._ring([key_ref_of(sealed) for sealed in found.values()])
         for key in keys:
             day = self.days.setdefault(key, _Day())
@@ -479,7 +338,7 @@ class _Run:
             raise KeyDestroyed(f"data key {key_ref} was destroyed")
         return found[key_ref]
 
-    def _judge_candidates(self, candidates: list[_Opened]) -> None:
+    def _judge_candidates(self, candidates: list[Opened]) -> None:
         """A counter not above the last accepted: a resend (duplicate) or a replay."""
         if not candidates:
             return
@@ -504,7 +363,7 @@ class _Run:
                     o.ctx.meter_id,
                 )
 
-    def _stored_everywhere(self, o: _Opened) -> bool:
+    def _stored_everywhere(self, o: Opened) -> bool:
         days = day_of(o.readings.end_s)
         for d in np.unique(days):
             day = self.days[(o.ctx.meter_id, int(d))]
@@ -517,7 +376,7 @@ class _Run:
         existing = day.existing if day.existing is not None else Readings.empty()
         if not day.incoming:
             return existing
-        return merge(existing, _unique(Readings.concat(day.incoming))).readings
+        return merge(existing, unique(Readings.concat(day.incoming))).readings
 
     # ---- writing ----------------------------------------------------------------------------
 
@@ -590,7 +449,7 @@ class _Run:
             if not day.incoming:
                 continue
             existing = day.existing if day.existing is not None else Readings.empty()
-            merged = merge(existing, _unique(Readings.concat(day.incoming)))
+            merged = merge(existing, unique(Readings.concat(day.incoming)))
             self.result.readings_stored += merged.added + merged.replaced_estimates
             self.result.estimates += merged.estimates_added
             if merged.estimates_added:
@@ -610,36 +469,3 @@ class _Run:
                 updates.append((len(q), estimated, flags, sealed, self.now_us, meter_id, day_no))
         self.result.flagged = dict(sorted(self.flag_counts.items()))
         return inserts, updates
-
-
-def _unique(readings: Readings) -> Readings:
-    """Sorted by end; of two readings of the same interval the first is kept, and flagged
-    ``CONFLICT`` when the second disagrees with it."""
-    order = np.argsort(readings.end_s, kind="stable")
-    r = readings.take(order)
-    if len(r) < 2:
-        return r
-    same = np.flatnonzero(r.end_s[1:] == r.end_s[:-1])
-    if len(same) == 0:
-        return r
-    keep = np.ones(len(r), np.bool_)
-    keep[same + 1] = False
-    differ = same[(r.register[same] != r.register[same + 1]) | (r.value[same] != r.value[same + 1])]
-    quality = r.quality.copy()
-    quality[differ] |= np.uint8(Quality.CONFLICT)
-    return Readings(r.end_s, r.register, r.value, r.status, quality).take(keep)
-
-
-def _fetch_days(raw: Raw, keys: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
-    by_meter: dict[str, list[int]] = defaultdict(list)
-    for meter_id, day in keys:
-        by_meter[meter_id].append(day)
-    wanted = set(keys)
-    found: dict[tuple[str, int], bytes] = {}
-    statement = "SELECT meter_id, day, sealed FROM reading_day WHERE meter_id IN {in}"
-    lo, hi = min(k[1] for k in keys), max(k[1] for k in keys)
-    statement += f" AND day BETWEEN {lo:d} AND {hi:d}"
-    for meter_id, day, sealed in raw.query_in(statement, sorted(by_meter)):
-        if (meter_id, day) in wanted:
-            found[(meter_id, day)] = bytes(sealed)
-    return found

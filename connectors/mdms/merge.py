@@ -78,3 +78,21 @@ def all_stored(stored: Readings, frame: Readings) -> bool:
         and (stored.value[pos] == frame.value).all()
         and (stored.quality[pos] & Quality.ESTIMATED == 0).all()
     )
+
+
+def unique(readings: Readings) -> Readings:
+    """Sorted by end; of two readings of the same interval the first is kept, and flagged
+    ``CONFLICT`` when the second disagrees with it."""
+    order = np.argsort(readings.end_s, kind="stable")
+    r = readings.take(order)
+    if len(r) < 2:
+        return r
+    same = np.flatnonzero(r.end_s[1:] == r.end_s[:-1])
+    if len(same) == 0:
+        return r
+    keep = np.ones(len(r), np.bool_)
+    keep[same + 1] = False
+    differ = same[(r.register[same] != r.register[same + 1]) | (r.value[same] != r.value[same + 1])]
+    quality = r.quality.copy()
+    quality[differ] |= np.uint8(Quality.CONFLICT)
+    return Readings(r.end_s, r.register, r.value, r.status, quality).take(keep)

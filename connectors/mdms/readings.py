@@ -7,12 +7,14 @@ repository). A block whose data key was destroyed (the customer was erased) rais
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
 from broker.keys.service import DataKeys
 from broker.kit.envelope import key_ref_of
+from broker.storage.raw import Raw
 from connectors.mdms.block import Readings, block_context, decode_day
 from connectors.mdms.models import ReadingDay
 
@@ -47,3 +49,18 @@ def read_days(
         interval_s, readings = decode_day(row.day, plain)
         out.append(StoredDay(meter_id, row.day, interval_s, readings))
     return out
+
+
+def fetch_sealed_days(raw: Raw, keys: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+    by_meter: dict[str, list[int]] = defaultdict(list)
+    for meter_id, day in keys:
+        by_meter[meter_id].append(day)
+    wanted = set(keys)
+    found: dict[tuple[str, int], bytes] = {}
+    statement = "SELECT meter_id, day, sealed FROM reading_day WHERE meter_id IN {in}"
+    lo, hi = min(k[1] for k in keys), max(k[1] for k in keys)
+    statement += f" AND day BETWEEN {lo:d} AND {hi:d}"
+    for meter_id, day, sealed in raw.query_in(statement, sorted(by_meter)):
+        if (meter_id, day) in wanted:
+            found[(meter_id, day)] = bytes(sealed)
+    return found

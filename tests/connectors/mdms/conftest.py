@@ -18,7 +18,8 @@ from broker.keys.service import DataKeys
 from broker.kit.clock import FixedClock, to_us
 from broker.kit.ids import SubjectHasher
 from broker.storage.db import Database
-from connectors.mdms.ingest import BatchResult, IngestPipeline, IngestSettings
+from connectors.mdms.answers import BatchResult
+from connectors.mdms.ingest import IngestPipeline, IngestSettings
 from connectors.mdms.keyfile import MeterKeyRow
 from connectors.mdms.registry import MeterRegistry
 from tests.broker.fakes import settings_for

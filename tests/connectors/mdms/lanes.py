@@ -31,7 +31,8 @@ from broker.kit.ids import SubjectHasher
 from broker.storage.db import Database
 from broker.storage.tables import metadata
 from connectors.mdms import fastlane
-from connectors.mdms.ingest import BatchResult, IngestPipeline, IngestSettings
+from connectors.mdms.answers import BatchResult
+from connectors.mdms.ingest import IngestPipeline, IngestSettings
 from connectors.mdms.keyfile import MeterKeyRow
 from connectors.mdms.readings import read_days
 from connectors.mdms.registry import MeterRegistry
