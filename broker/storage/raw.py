@@ -29,11 +29,20 @@ class Raw:
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.postgres else statement
 
-    def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def query(
+        self, statement: str, params: Sequence[Any] = (), by_index: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``statement``; ``by_index``: a lookup of a batch of keys, planned as index
+        lookups on PostgreSQL whatever the table's statistics say."""
         if self.postgres:
             with self.driver.cursor(binary=True) as cur:  # binary rows parse faster
+                if by_index:
+                    _plan_by_index(cur, "off")
                 cur.execute(self._sql(statement), params)
-                return list(cur.fetchall())
+                rows = list(cur.fetchall())
+                if by_index:
+                    _plan_by_index(cur, "on")
+                return rows
         return list(self.driver.execute(statement, params).fetchall())
 
     def query_in(
@@ -42,7 +51,8 @@ class Raw:
         """Rows of ``statement`` whose ``{in}`` placeholder is filled with ``values``, in
         chunks on SQLite and as one ``= ANY(array)`` on PostgreSQL."""
         if self.postgres:
-            yield from self.query(statement.replace("IN {in}", "= ANY(?)"), [*lead, list(values)])
+            sql = statement.replace("IN {in}", "= ANY(?)")
+            yield from self.query(sql, [*lead, list(values)], by_index=True)
             return
         for start in range(0, len(values), _CHUNK):
             chunk = values[start : start + _CHUNK]
@@ -87,7 +97,9 @@ class Raw:
         where = " AND ".join(f"{table}.{k} = v.{k}" for k in keys)
         statement = f"UPDATE {table} SET {sets} FROM (SELECT {arrays}) v WHERE {where}"  # noqa: S608
         with self.driver.cursor(binary=True) as cur:
+            _plan_by_index(cur, "off")
             cur.execute(statement, [list(col) for col in zip(*rows, strict=True)])
+            _plan_by_index(cur, "on")
 
     def copy_in(
         self,
@@ -109,3 +121,11 @@ class Raw:
             copy.set_types(list(types))
             for row in rows:
                 copy.write_row(row)
+
+
+def _plan_by_index(cur: Any, switch: str) -> None:
+    """Turn whole-table plans off (or back on) for this transaction. A batch touches a few
+    thousand rows of tables that may hold millions; when statistics lag a fast-growing table
+    the planner picks a sequential scan or a hash join that reads all of it for every batch."""
+    for plan in ("seqscan", "hashjoin", "mergejoin"):
+        cur.execute(f"SET LOCAL enable_{plan} = {switch}")

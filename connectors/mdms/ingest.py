@@ -21,7 +21,7 @@ a few summary entries.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -87,7 +87,7 @@ class IngestPipeline:
         self._clock = clock
         self._hash = hasher
         self.settings = settings or IngestSettings()
-        self._data_key_cache: dict[str, bytes] = {}
+        self._data_key_cache: OrderedDict[str, bytes] = OrderedDict()
 
     def ingest(
         self, session: Any, frames: Sequence[bytes], source: str, batch_id: str, actor: str
@@ -329,7 +329,7 @@ class _Run:
         if missing:
             cache.update(self.p._data_keys.load_many(self.session, missing))
         while len(cache) > DATA_KEY_CACHE:
-            cache.pop(next(iter(cache)))
+            cache.popitem(last=False)  # the oldest first, in constant time
         return KeyRing(lambda ref: cache[ref] if ref in cache else self._load_one(ref))
 
     def _load_one(self, key_ref: str) -> bytes:

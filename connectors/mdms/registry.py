@@ -30,6 +30,7 @@ from connectors.mdms.models import Customer, Meter, MeterKey
 ACTIVE = "active"
 RETIRED = "retired"
 _KEY_CACHE = 200_000
+ANALYZE_AFTER = 10_000
 INGEST_LOCK = 0x4D444D53  # "MDMS": the advisory lock that serialises meter-state writers
 
 
@@ -93,17 +94,31 @@ def pii_context(customer_ref: str, name: str) -> bytes:
 _METER_TYPES = ("text",) * 5 + ("int4", "int8", "int8", "int4", "int8", "int8", "int8")
 _KEY_TYPES = ("text", "int4", "text", "bytea", "bytea", "bytea", "int8", "int8", "int8")
 
-_LOAD = (
+_LOAD_COLUMNS = (
     "SELECT m.meter_id, m.customer_ref, m.status, m.key_version, m.interval_s, m.last_end_s, "
     "m.last_register_wh, (SELECT d.key_ref FROM data_key d WHERE d.subject_hash = "
     "c.subject_hash AND d.wrapped IS NOT NULL ORDER BY d.version DESC LIMIT 1), k.version, "
     "CASE WHEN k.version = m.key_version THEN m.last_ic ELSE k.last_ic END, "
     "k.valid_until_us, k.kek_id, "
     "k.encryption_wrapped, k.authentication_wrapped "
-    "FROM meter m JOIN customer c ON c.customer_ref = m.customer_ref "
+)
+_LOAD = (
+    _LOAD_COLUMNS + "FROM meter m JOIN customer c ON c.customer_ref = m.customer_ref "
     "JOIN meter_key k ON k.meter_id = m.meter_id "
     "WHERE m.meter_id IN {in} AND k.encryption_wrapped IS NOT NULL"
 )
+# On PostgreSQL the batch's ids drive index lookups (LATERAL): a hash join over whole tables,
+# which the planner picks when its statistics lag a fast-growing table, costs a scan of a
+# million meters per batch.
+_LOAD_PG_FROM = (
+    "FROM unnest(?::text[]) AS w(id) "
+    "CROSS JOIN LATERAL (SELECT * FROM meter WHERE meter_id = w.id) m "
+    "CROSS JOIN LATERAL (SELECT subject_hash FROM customer "
+    "WHERE customer_ref = m.customer_ref) c "
+    "CROSS JOIN LATERAL (SELECT * FROM meter_key WHERE meter_id = m.meter_id "
+    "AND encryption_wrapped IS NOT NULL) k"
+)
+_LOAD_PG = _LOAD_COLUMNS + _LOAD_PG_FROM
 
 
 class MeterRegistry:
@@ -135,7 +150,12 @@ class MeterRegistry:
         if raw.postgres:
             raw.execute("SELECT pg_advisory_xact_lock(?)", [INGEST_LOCK])
         out: dict[str, MeterContext] = {}
-        for row in raw.query_in(_LOAD, wanted):
+        rows = (
+            raw.query(_LOAD_PG, [wanted], by_index=True)
+            if raw.postgres
+            else raw.query_in(_LOAD, wanted)
+        )
+        for row in rows:
             ctx = out.get(row[0])
             if ctx is None:
                 ctx = out[row[0]] = MeterContext(*row[:8])
@@ -231,12 +251,15 @@ class MeterRegistry:
         for r in new:
             meters.append(_meter_values(r, now))
             keys.append(self._key_values(r.meter_id, 1, r, now))
+        raw = Raw(session)
         if new:
-            raw = Raw(session)
             raw.copy_in(
                 "meter", tuple(meters[0]), _METER_TYPES, [tuple(m.values()) for m in meters]
             )
             raw.copy_in("meter_key", tuple(keys[0]), _KEY_TYPES, [tuple(k.values()) for k in keys])
+        if len(new) >= ANALYZE_AFTER and raw.postgres:
+            # fresh statistics after a bulk load, as PostgreSQL's documentation advises
+            raw.execute("ANALYZE meter, meter_key, customer, data_key")
         report = {"provisioned": len(new), "unchanged": len(rows) - len(new)}
         report["customers_created"] = customers
         report["master_keys_added"] = masters_added
