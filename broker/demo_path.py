@@ -103,7 +103,7 @@ def _pushes(
     for lo in range(0, per_day, push_intervals):
         hi = lo + push_intervals
         for row, meter in enumerate(fleet.meters):
-            if meter is plan.tamper_target and day_no == plan.tamper_day and lo == 72:
+            if meter is plan.tamper_target and day_no == plan.tamper_day and lo <= 72 < hi:
                 plan.tampered_ends = (int(ends[lo]), int(ends[hi - 1]))
                 yield meter, attacks.tampered_profile(meter, ends[lo:hi], wh[row, lo:hi])
                 continue

@@ -10,8 +10,10 @@ from typing import Any
 
 from rich.console import Console
 
+from broker.errors import BrokerError
 from broker.runtime import Runtime
 from broker.settings import load_settings
+from connectors.meters.load import INTERVALS_S
 
 console = Console(soft_wrap=True)
 
@@ -31,6 +33,18 @@ def runtime() -> Iterator[Runtime]:
         yield rt
     finally:
         rt.close()
+
+
+def check_pushes(interval_s: int, push_intervals: int) -> None:
+    """Refuse a simulated interval the load model lacks, or pushes that do not tile a day."""
+    if interval_s not in INTERVALS_S:
+        choices = ", ".join(map(str, INTERVALS_S))
+        raise BrokerError(f"--interval {interval_s}: the simulator offers {choices} seconds")
+    per_day = 86_400 // interval_s
+    if push_intervals < 1 or per_day % push_intervals:
+        raise BrokerError(
+            f"--push-intervals {push_intervals} must divide the {per_day} intervals of a day"
+        )
 
 
 def print_json(value: Any) -> None:

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from broker import demo as story
-from broker.cli.common import console
+from broker.cli.common import check_pushes, console
 from broker.demo_path import (
     ERASED_CUSTOMER,
     ERASED_METER,
@@ -36,6 +36,7 @@ def demo(
 ) -> None:
     """The story end to end: keys and CA; meters → concentrators → MDMS over mutual TLS with
     attacks caught and keys rotated; audit events; an audit export verified offline."""
+    check_pushes(900, push_intervals)
     out = out.resolve()
     story.fresh_out_dir(out)
     settings, clock = story.demo_settings(out), SystemClock()

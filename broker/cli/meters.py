@@ -12,7 +12,7 @@ import typer
 from rich.progress import Progress, TaskID, track
 from rich.table import Table
 
-from broker.cli.common import actor, console, print_json, runtime
+from broker.cli.common import actor, check_pushes, console, print_json, runtime
 from broker.errors import BrokerError
 from broker.keys.files import read_secret_file
 from broker.settings import load_settings
@@ -113,10 +113,12 @@ def simulate(
 
     A new fleet's days end at midnight UTC today; run it again on the same folder to produce
     the following days, with the meters' counters, registers and keys carried on."""
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (out / STATE_FILE).exists():
         fleet, start = _load(out)
+        check_pushes(fleet.interval_s, push_intervals)
     else:
+        check_pushes(interval, push_intervals)  # before anything is written
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
         fleet = Fleet.create(meters, seed, interval)
         start = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
         write_keyfile(out / "keys.csv", fleet.meters)

@@ -41,8 +41,20 @@ def test_demo_writes_summary_and_a_verifiable_export(tmp_path: Path) -> None:
     assert (
         verify_bundle(out / "audit-export.jsonl", vkey).entries == steps["audit_export"]["entries"]
     )
+    assert steps["audit_export"]["tampered_verdict"].startswith("entry seq")
     again = ["--events", "10", "--meters", "10", "--days", "3", "--rotate", "0"]
     assert main(["demo", "--out", str(out), *again]) == 0  # an earlier demo is replaced
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tampering_caught"] is True  # whatever the number of audit events
+
+
+@pytest.mark.parametrize("pushes", ["0", "5", "97"])
+def test_demo_refuses_pushes_that_do_not_tile_a_day(
+    tmp_path: Path, pushes: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--out", str(tmp_path / "d"), "--push-intervals", pushes]) == 1
+    assert "must divide the 96 intervals of a day" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # refused before anything is written
 
 
 def test_demo_refuses_to_clobber_a_foreign_directory(

@@ -442,3 +442,20 @@ def test_commands_need_an_initialised_data_directory(
     assert not data_dir.exists()
     assert "run `broker init` first" in _refused(capsys, "mdms", "stats", code=2)
     assert not os.path.exists(data_dir)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--interval", "123"), "--interval 123: the simulator offers 300, 900, 1800, 3600"),
+        (("--push-intervals", "7"), "--push-intervals 7 must divide the 96 intervals of a day"),
+        (("--push-intervals", "0"), "--push-intervals 0 must divide the 96 intervals of a day"),
+    ],
+)
+def test_simulate_refuses_intervals_it_cannot_make_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, str], message: str
+) -> None:
+    out = tmp_path / "sim"
+    err = _refused(capsys, "meters", "simulate", "--out", str(out), "--meters", "2", *args)
+    assert message in err
+    assert not out.exists()
