@@ -106,19 +106,25 @@ class Served:
     keeper: CrlKeeper
 
 
+def start_in_thread(server: uvicorn.Server) -> threading.Thread:
+    """Run ``server`` in a daemon thread; return once it listens (within 5 s) or fail."""
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started or not thread.is_alive():
+            break
+        threading.Event().wait(0.01)
+    if not server.started:
+        raise RuntimeError("the HTTPS server did not start")
+    return thread
+
+
 @contextmanager
 def running(served: Served, host: str = "127.0.0.1") -> Iterator[int]:
     """Serve in a background thread on a free port (tests, the demo); yields the port."""
     server = make_server(served.app, served.ctx, host, 0)
-    thread = threading.Thread(target=server.run, daemon=True)
     with served.keeper:
-        thread.start()
-        for _ in range(500):
-            if server.started or not thread.is_alive():
-                break
-            threading.Event().wait(0.01)
-        if not server.started:
-            raise RuntimeError("the HTTPS server did not start")
+        thread = start_in_thread(server)
         try:
             yield server.servers[0].sockets[0].getsockname()[1]
         finally:

@@ -36,8 +36,13 @@ class RewrapReport:
     from_keks: dict[str, int]
 
 
+def _context(key_ref: str, subject_hash: str, version: int) -> bytes:
+    """What a data key's wrap is bound to: its reference, its subject, its version."""
+    return f"{key_ref}|{subject_hash}|{version}".encode()
+
+
 def _wrap_context(row: DataKey) -> bytes:
-    return f"{row.key_ref}|{row.subject_hash}|{row.version}".encode()
+    return _context(row.key_ref, row.subject_hash, row.version)
 
 
 class DataKeys:
@@ -55,13 +60,10 @@ class DataKeys:
 
     def current_ref(self, session: Session, subject: str, actor: str = "system") -> str:
         """The key reference new data of ``subject`` is sealed under; created on first use."""
-        subject_hash = self._hash(subject)
-        versions = self._versions(session, subject_hash)
-        if versions and versions[-1].destroyed_us is not None:
-            raise KeyDestroyed(f"the data keys of subject {subject_hash} were destroyed")
-        if versions:
-            return versions[-1].key_ref
-        return self._create(session, subject_hash, 1, actor)
+        ref = self.current_refs(session, [subject], actor)[subject]
+        if ref is None:
+            raise KeyDestroyed(f"the data keys of subject {self._hash(subject)} were destroyed")
+        return ref
 
     def _create(self, session: Session, subject_hash: str, version: int, actor: str) -> str:
         row = DataKey(
@@ -118,8 +120,7 @@ class DataKeys:
         events = []
         for subject_hash in subject_hashes:
             key_ref = new_id("dk")
-            context = f"{key_ref}|{subject_hash}|1".encode()  # as _wrap_context of the row
-            wrapped = self._provider.wrap(new_data_key(), context)
+            wrapped = self._provider.wrap(new_data_key(), _context(key_ref, subject_hash, 1))
             rows.append((key_ref, subject_hash, 1, wrapped.kek_id, wrapped.blob, now))
             details = {"key_ref": key_ref, "version": 1, "kek_id": wrapped.kek_id}
             events.append(AuditEvent("key.data_key_created", actor, subject_hash, details))
@@ -142,8 +143,10 @@ class DataKeys:
         for key_ref, subject_hash, version, kek_id, wrapped in Raw(session).query_in(
             statement, sorted(set(key_refs))
         ):
-            context = f"{key_ref}|{subject_hash}|{version}".encode()
-            out[key_ref] = self._provider.unwrap(WrappedKey(kek_id, bytes(wrapped)), context)
+            wrapped_key = WrappedKey(kek_id, bytes(wrapped))
+            out[key_ref] = self._provider.unwrap(
+                wrapped_key, _context(key_ref, subject_hash, version)
+            )
         return out
 
     def rotate_subject(self, session: Session, subject: str, actor: str) -> str:

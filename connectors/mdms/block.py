@@ -95,13 +95,18 @@ def encode_day(day: int, interval_s: int, readings: Readings) -> bytes:
     offsets = readings.end_s - day * DAY_S
     if n == 0 or n > DAY_S or offsets.min() < 1 or offsets.max() > DAY_S:
         raise BlockError(f"{n} readings do not all fall in day {day}")
-    records = np.empty(n, RECORD)
+    return day_header(interval_s, n) + pack_records(offsets, readings)
+
+
+def pack_records(offsets: NDArray[np.int64], readings: Readings) -> bytes:
+    """The packed records of ``readings`` (``offsets``: their ends' seconds into the day)."""
+    records = np.empty(len(offsets), RECORD)
     records["offset"] = offsets
     records["register"] = readings.register
     records["value"] = readings.value
     records["status"] = readings.status
     records["quality"] = readings.quality
-    return day_header(interval_s, n) + records.tobytes()
+    return records.tobytes()
 
 
 def day_header(interval_s: int, n: int) -> bytes:

@@ -2,9 +2,10 @@
 
 ``broker mdms ingest FILE`` runs the same pipeline as ``POST /mdms/v1/frames``, in batches of
 ``batch_size`` frames, one transaction each. A line that is not hex is answered as a
-``malformed`` frame (with its line number) like any other bad frame, and the others go on. The
-batch ids derive from the file's digest, so ingesting the same file again answers its frames
-``duplicate`` and stores nothing twice.
+``malformed`` frame (with its line number) like any other bad frame, and the others go on.
+Ingesting the same file again answers its frames ``duplicate`` and stores nothing twice (their
+readings are stored already); the batch ids, named after the file's digest, tie both runs'
+audit summaries to the same file.
 """
 
 from __future__ import annotations

@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
 
-from connectors.mdms.block import DAY_S, RECORD, Readings, day_header
-from connectors.mdms.vee import Quality, VeeLimits
+from connectors.mdms.block import DAY_S, RECORD, Readings, day_header, pack_records
+from connectors.mdms.vee import Quality, VeeLimits, step_flags
 
 
 @dataclass(frozen=True)
@@ -72,10 +71,12 @@ def place(frames: list[FastFrame], limits: VeeLimits) -> tuple[list[Placed | Non
     known[starts] = has_prev
     steps_ok = ~known | (ends - prev_end == interval)
     frame_ok = np.logical_and.reduceat(steps_ok, starts)
-    quality = _quality(value, register - prev_reg, status, interval, known, limits)
+    quality = step_flags(value, register - prev_reg, status, interval, known, known, limits)
     flags = np.bitwise_or.reduceat(quality, starts)
     days = (ends[starts] - 1) // DAY_S
-    records = _records(ends - np.repeat(days * DAY_S, counts), register, value, status, quality)
+    records = pack_records(
+        ends - np.repeat(days * DAY_S, counts), Readings(ends, register, value, status, quality)
+    )
     out: list[Placed | None] = []
     for i, frame in enumerate(frames):
         if not frame_ok[i]:
@@ -93,36 +94,3 @@ def place(frames: list[FastFrame], limits: VeeLimits) -> tuple[list[Placed | Non
     kept_quality = quality[kept]
     per_flag = {str(q.name).lower(): int(np.count_nonzero(kept_quality & q.value)) for q in Quality}
     return out, {k: v for k, v in per_flag.items() if v}
-
-
-def _quality(
-    value: NDArray[np.int64],
-    delta: NDArray[np.int64],
-    status: NDArray[np.uint8],
-    interval: NDArray[np.int64],
-    known: NDArray[np.bool_],
-    limits: VeeLimits,
-) -> NDArray[np.uint8]:
-    """The flags ``vee.validate`` sets when every step equals the interval."""
-    quality = np.zeros(len(value), np.uint8)
-    quality[known & (np.abs(delta - value) > limits.tolerance_wh)] |= np.uint8(Quality.UNRECONCILED)
-    quality[known & (delta < 0)] |= np.uint8(Quality.NEGATIVE_DELTA)
-    quality[value > limits.max_power_w * interval // 3600] |= np.uint8(Quality.SPIKE)
-    quality[status != 0] |= np.uint8(Quality.METER_STATUS)
-    return quality
-
-
-def _records(
-    offset: NDArray[np.int64],
-    register: NDArray[np.int64],
-    value: NDArray[np.int64],
-    status: NDArray[np.uint8],
-    quality: NDArray[np.uint8],
-) -> bytes:
-    records = np.empty(len(offset), RECORD)
-    records["offset"] = offset
-    records["register"] = register
-    records["value"] = value
-    records["status"] = status
-    records["quality"] = quality
-    return records.tobytes()

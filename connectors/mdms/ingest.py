@@ -41,7 +41,7 @@ from connectors.mdms.answers import ACCEPTED, DUPLICATE, REJECTED, BatchResult, 
 from connectors.mdms.block import DAY_S, Readings, block_context, day_of, decode_day, encode_day
 from connectors.mdms.fastlane import FastFrame, eligible
 from connectors.mdms.merge import all_stored, merge, unique
-from connectors.mdms.opening import FrameOpener, Opened, Window
+from connectors.mdms.opening import FrameOpener, Opened, Window, parse_envelopes
 from connectors.mdms.readings import fetch_sealed_days
 from connectors.mdms.registry import ACTIVE, KeyState, MeterContext, MeterRegistry
 from connectors.mdms.vee import Previous, Quality, VeeLimits, flag_names, validate
@@ -68,7 +68,6 @@ class _Day:
     existing: Readings | None = None
     key_ref: str | None = None
     incoming: list[Readings] = field(default_factory=list)
-    stored: Readings | None = None
 
 
 class IngestPipeline:
@@ -153,14 +152,13 @@ class _Run:
             self.rejected_meters[exc.reason.value].add(self.p._hash(meter_id))
 
     def execute(self) -> BatchResult:
-        opener = FrameOpener(self.p._registry, self.window, self.key_refs, self.reject)
-        envelopes = opener.parse_all(self.frames)
+        envelopes = parse_envelopes(self.frames, self.reject)
         contexts = self.p._registry.load(self.session, [c[1] for c in envelopes.values()])
         self.horizon = {
             m: int((c.last_end_s - 1) // DAY_S) for m, c in contexts.items() if c.last_end_s
         }
         self._customer_keys(contexts)
-        opener.key_refs = self.key_refs
+        opener = FrameOpener(self.p._registry, self.window, self.key_refs, self.reject)
         opened = opener.open_all(envelopes, contexts)
         accepted, candidates = self._order(opened)
         self._place(accepted, {o.ctx.meter_id for o in candidates})
@@ -308,11 +306,10 @@ class _Run:
                 wanted.append(key)
         if not wanted:
             return
-        keys = wanted
-        found = fetch_sealed_days(Raw(self.session), keys)
+        found = fetch_sealed_days(Raw(self.session), wanted)
         ring = self._ring([key_ref_of(sealed) for sealed in found.values()])
-        for key in keys:
-            day = self.days.setdefault(key, _Day())
+        for key in wanted:
+            day = self.days[key]
             sealed = found.get(key)
             if sealed is None:
                 day.existing = Readings.empty()
@@ -367,8 +364,7 @@ class _Run:
         days = day_of(o.readings.end_s)
         for d in np.unique(days):
             day = self.days[(o.ctx.meter_id, int(d))]
-            stored = day.stored if day.stored is not None else self._merged(day)
-            if not all_stored(stored, o.readings.take(days == d)):
+            if not all_stored(self._merged(day), o.readings.take(days == d)):
                 return False
         return True
 
@@ -454,7 +450,6 @@ class _Run:
             self.result.estimates += merged.estimates_added
             if merged.estimates_added:
                 self.flag_counts["estimated"] += merged.estimates_added
-            day.stored = merged.readings
             ctx = contexts[meter_id]
             key_ref = self.key_refs[ctx.customer_ref]
             assert key_ref is not None

@@ -48,6 +48,19 @@ class Opened:
     readings: Readings
 
 
+def parse_envelopes(frames: Sequence[bytes], reject: Reject) -> dict[int, tuple[Any, str]]:
+    """Each frame's envelope and meter id (what anyone on the link can read), by index."""
+    out: dict[int, tuple[Any, str]] = {}
+    for i, frame in enumerate(frames):
+        try:
+            envelope = parse_ciphered(frame)
+        except FrameRejected as exc:
+            reject(i, exc, None)
+            continue
+        out[i] = (envelope, envelope.system_title.hex().upper())
+    return out
+
+
 class FrameOpener:
     def __init__(
         self,
@@ -60,18 +73,6 @@ class FrameOpener:
         self.window = window
         self.key_refs = key_refs
         self.reject = reject
-
-    def parse_all(self, frames: Sequence[bytes]) -> dict[int, tuple[Any, str]]:
-        """Each frame's envelope and meter id (what anyone on the link can read)."""
-        out: dict[int, tuple[Any, str]] = {}
-        for i, frame in enumerate(frames):
-            try:
-                envelope = parse_ciphered(frame)
-            except FrameRejected as exc:
-                self.reject(i, exc, None)
-                continue
-            out[i] = (envelope, envelope.system_title.hex().upper())
-        return out
 
     def open_all(
         self, envelopes: dict[int, tuple[Any, str]], contexts: dict[str, MeterContext]

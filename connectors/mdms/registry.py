@@ -8,7 +8,6 @@ key, apart from the readings; erasing a customer (destroying that key) makes bot
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,7 +27,6 @@ from connectors.mdms.keyfile import CustomerRow, MeterKeyRow
 from connectors.mdms.models import Customer, Meter, MeterKey
 
 ACTIVE = "active"
-RETIRED = "retired"
 _KEY_CACHE = 200_000
 ANALYZE_AFTER = 10_000
 INGEST_LOCK = 0x4D444D53  # "MDMS": the advisory lock that serialises meter-state writers
@@ -237,7 +235,7 @@ class MeterRegistry:
         """Store new meters with their keys (wrapped) and their customers; a meter already
         provisioned with the same keys and customer is left as it is (its master key added if
         it had none), one with other keys is refused (rotate its keys instead)."""
-        existing = self._existing(session, [r.meter_id for r in rows])
+        existing = self.load(session, [r.meter_id for r in rows])
         known = [r for r in rows if r.meter_id in existing]
         found = [self._conflict(session, r, existing[r.meter_id]) for r in known]
         errors = [e for e in found if e is not None]
@@ -284,28 +282,6 @@ class MeterRegistry:
             "created_us": now,
             "valid_until_us": None,
         }
-
-    def _existing(self, session: Session, meter_ids: list[str]) -> dict[str, MeterContext]:
-        found: dict[str, MeterContext] = {}
-        for start in range(0, len(meter_ids), 500):
-            chunk = meter_ids[start : start + 500]
-            query = select(Meter).where(col(Meter.meter_id).in_(chunk))
-            for m in session.exec(query):
-                found[m.meter_id] = MeterContext(
-                    m.meter_id,
-                    m.customer_ref,
-                    m.status,
-                    m.key_version,
-                    m.interval_s,
-                    None,
-                    None,
-                    None,
-                )
-        if found:
-            current = self.load(session, list(found))
-            for meter_id, ctx in current.items():
-                found[meter_id].keys = ctx.keys
-        return found
 
     def _stored_master(self, session: Session, meter_id: str, version: int) -> bytes | None:
         row = session.get(MeterKey, (meter_id, version))
@@ -442,7 +418,3 @@ def _meter_values(r: MeterKeyRow, now: int) -> dict[str, object]:
         "last_register_wh": None,
         "created_us": now,
     }
-
-
-def file_digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -64,6 +64,28 @@ class Previous:
     register_wh: int | None
 
 
+def step_flags(
+    value: NDArray[np.int64],
+    delta: NDArray[np.int64],
+    status: NDArray[np.uint8],
+    interval_s: int | NDArray[np.int64],
+    consecutive: NDArray[np.bool_],
+    has_prev: NDArray[np.bool_],
+    limits: VeeLimits,
+) -> NDArray[np.uint8]:
+    """The flags of each reading against the one before it (``delta``: the register's change
+    since then): reconciliation where the step is one interval, a register going backwards, a
+    spike, the meter's status bits. ``validate`` and the fast lane share it."""
+    quality = np.zeros(len(value), np.uint8)
+    quality[consecutive & (np.abs(delta - value) > limits.tolerance_wh)] |= np.uint8(
+        Quality.UNRECONCILED
+    )
+    quality[has_prev & (delta < 0)] |= np.uint8(Quality.NEGATIVE_DELTA)
+    quality[value > limits.max_power_w * interval_s // 3600] |= np.uint8(Quality.SPIKE)
+    quality[status != 0] |= np.uint8(Quality.METER_STATUS)
+    return quality
+
+
 def validate(
     new: Readings, previous: Previous, interval_s: int, limits: VeeLimits
 ) -> tuple[Readings, Readings]:
@@ -80,14 +102,9 @@ def validate(
         prev_end[0], prev_reg[0] = previous.end_s, previous.register_wh
     step = new.end_s - prev_end
     delta = new.register - prev_reg
-    consecutive = has_prev & (step == interval_s)
-    quality = new.quality.copy()
-    quality[consecutive & (np.abs(delta - new.value) > limits.tolerance_wh)] |= np.uint8(
-        Quality.UNRECONCILED
+    quality = new.quality | step_flags(
+        new.value, delta, new.status, interval_s, has_prev & (step == interval_s), has_prev, limits
     )
-    quality[has_prev & (delta < 0)] |= np.uint8(Quality.NEGATIVE_DELTA)
-    quality[new.value > limits.max_power_w * interval_s // 3600] |= np.uint8(Quality.SPIKE)
-    quality[new.status != 0] |= np.uint8(Quality.METER_STATUS)
     gaps = np.flatnonzero(has_prev & (step > interval_s))
     estimates = [
         _fill_gap(int(prev_end[i]), int(prev_reg[i]), new, int(i), quality, interval_s, limits)

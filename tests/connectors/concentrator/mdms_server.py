@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from broker.api.server import make_server
+from broker.api.server import make_server, start_in_thread
 from broker.api.tls import Peer, RevocationCheck, peer_from_pem
 from connectors.dlms.batch import MEDIA_TYPE, BatchError, check_batch_id, decode_batch
 
@@ -114,14 +114,7 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> R
 def serving(app: FastAPI, ctx: ssl.SSLContext, port: int = 0) -> Iterator[int]:
     """Serve ``app`` over TLS on 127.0.0.1 in a background thread; yields the port."""
     server = make_server(app, ctx, "127.0.0.1", port)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started or not thread.is_alive():
-            break
-        threading.Event().wait(0.01)
-    if not server.started:
-        raise RuntimeError("the test MDMS did not start")
+    thread = start_in_thread(server)
     try:
         yield server.servers[0].sockets[0].getsockname()[1]
     finally:
