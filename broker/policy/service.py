@@ -1,0 +1,69 @@
+"""Wiring: the engine the settings choose, loaded with the active signed revision.
+
+No active or no verifiable revision means no policy: the decision point then answers every
+request with a denial (``engine_error``) and an audit entry, never with data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from broker.audit.events import AuditSink
+from broker.errors import BrokerError
+from broker.kit.clock import Clock
+from broker.kit.ids import SubjectHasher
+from broker.policy.bundle import Bundle
+from broker.policy.decision import DecisionPoint
+from broker.policy.engine import EmbeddedEngine, EngineFailure, PolicyEngine
+from broker.policy.store import PolicyStore
+from broker.settings import Settings
+
+DEFAULT_DECISION = "broker/release/decision"
+
+
+class NoPolicyEngine:
+    """Stands where no verified policy could be loaded: every evaluation fails (deny)."""
+
+    name = "none"
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def load(self, modules: Mapping[str, str], data: Mapping[str, Any]) -> None:  # noqa: ARG002
+        raise EngineFailure(self.why)
+
+    def evaluate(self, path: str, input_doc: Mapping[str, Any]) -> Any:  # noqa: ARG002
+        raise EngineFailure(self.why)
+
+
+def make_engine(settings: Settings) -> PolicyEngine:
+    """The embedded engine, or the OPA server the settings name."""
+    kind = getattr(settings, "policy_engine", "embedded")
+    if kind == "opa":
+        from connectors.opa.client import engine_from_settings  # type: ignore[import-not-found,unused-ignore]
+
+        engine: PolicyEngine = engine_from_settings(settings)
+        return engine
+    return EmbeddedEngine()
+
+
+def open_decision_point(
+    settings: Settings,
+    audit: AuditSink,
+    clock: Clock,
+    hasher: SubjectHasher,
+    engine: PolicyEngine | None = None,
+    bundle: Bundle | None = None,
+) -> DecisionPoint:
+    """A decision point on the active revision (or the bundle given, for replays)."""
+    try:
+        if bundle is None:
+            bundle = PolicyStore(settings, audit, clock).load_active()
+        engine = engine or make_engine(settings)
+        engine.load(bundle.policies(), bundle.data)
+    except BrokerError as exc:  # no verified policy loaded: fail closed
+        return DecisionPoint(
+            NoPolicyEngine(exc.message), "none", DEFAULT_DECISION, clock, hasher, audit
+        )
+    return DecisionPoint(engine, bundle.revision, bundle.decision_path(), clock, hasher, audit)
