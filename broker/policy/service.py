@@ -41,10 +41,9 @@ def make_engine(settings: Settings) -> PolicyEngine:
     """The embedded engine, or the OPA server the settings name."""
     kind = getattr(settings, "policy_engine", "embedded")
     if kind == "opa":
-        from connectors.opa.client import engine_from_settings  # type: ignore[import-not-found,unused-ignore]
+        from connectors.opa.client import OpaServerEngine
 
-        engine: PolicyEngine = engine_from_settings(settings)
-        return engine
+        return OpaServerEngine.from_settings(settings)
     return EmbeddedEngine()
 
 
