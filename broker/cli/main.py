@@ -12,7 +12,7 @@ import click
 import typer
 from rich.console import Console
 
-from broker.cli import audit, ca, customers, db, demo, keys, mdms, meters, serve
+from broker.cli import audit, ca, customers, db, demo, keys, mdms, meters, policy, serve
 from broker.errors import BrokerError
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(meters.app, name="meters")
 app.add_typer(customers.app, name="customers")
 app.add_typer(mdms.app, name="mdms")
+app.add_typer(policy.app, name="policy")
 app.command("init")(db.init)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)

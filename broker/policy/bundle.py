@@ -223,3 +223,8 @@ def _metadata(text: str, rel: str) -> tuple[MetadataBlock, ...]:
         return parse_metadata(text)
     except BundleError as exc:
         raise BundleError(f"{rel}: {exc.message}") from exc
+
+
+def shipped_bundle_dir() -> Path:
+    """The bundle that ships with the broker (``policies/`` at the top of the repository)."""
+    return Path(__file__).resolve().parents[2] / "policies"
