@@ -39,6 +39,7 @@ class _Undefined:
 
 
 UNDEFINED: Final = _Undefined()
+_UNDEFINED_JSON = '"<undefined>"'
 """The document does not exist for this input (Rego's undefined): never the same as false."""
 
 
@@ -136,12 +137,17 @@ class EmbeddedEngine:
         return self.evaluate_json(path, json.dumps(input_doc))
 
     def evaluate_json(self, path: str, input_json: str) -> Any:
-        """``evaluate`` for an input already serialised (the decision log keeps that text)."""
+        """``evaluate`` for an input already serialised (the decision log keeps that text).
+
+        The value comes back as JSON text: regorus's Python conversion cannot build sets of
+        arrays or objects, nor integers beyond 64 bits, and ``eval_rule`` returns None for both
+        null and undefined. ``eval_rule_as_json`` answers ``"<undefined>"`` for undefined.
+        """
         engine = self._engine()
         ref = rule_ref(path)
         try:
             engine.set_input_json(input_json)
-            value = engine.eval_rule(ref)
+            text = engine.eval_rule_as_json(ref)
         except RuntimeError as exc:
             message = clean_engine_message(str(exc))
             if message.startswith("not a valid rule path"):
@@ -150,5 +156,9 @@ class EmbeddedEngine:
         except BaseException as exc:  # regorus raises pyo3 PanicException on an engine panic
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
+            # a panic leaves this clone unusable ("recursion detected" ever after): drop it
+            self._local.generation = None
             raise EngineFailure(f"policy engine crashed: {exc}") from exc
-        return UNDEFINED if value is None else value
+        if text == _UNDEFINED_JSON:
+            return UNDEFINED
+        return json.loads(text)

@@ -244,3 +244,16 @@ test_denial_always_has_a_reason if {
 	d.allow == false
 	count(d.reasons) > 0
 }
+
+test_unknown_granularity_denies if {
+	d := decide(with_request("granularity", "fortnightly"))
+	d.allow == false
+	"unknown_granularity" in codes(d)
+}
+
+test_purpose_with_an_unknown_legal_basis_denies if {
+	odd := object.union(data.broker.catalogue.purposes.personalised_service, {"legal_basis": "whim"})
+	d := release.decision with input as base with data.broker.catalogue.purposes.personalised_service as odd
+	d.allow == false
+	"legal_basis_unknown" in codes(d)
+}

@@ -1,0 +1,263 @@
+"""The decision point: deny by default, fail closed, and a log without personal data.
+
+X.1332 R3.4 (personal data only with consent), R3.5 (only for services that need it), R4.4 (none
+to the operator): every missing piece of scope is a denial; an engine that is undefined, fails
+or answers nonsense is a denial with an audit entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from broker.kit.clock import FixedClock
+from broker.kit.ids import SubjectHasher
+from broker.policy.bundle import Bundle
+from broker.policy.decision import DecisionPoint, Facts, ReleaseRequest, consent_fact
+from broker.policy.engine import UNDEFINED, EmbeddedEngine, EngineFailure
+from tests.broker.fakes import RecordingAuditSink
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+HASHER = SubjectHasher(b"k" * 32)
+
+
+def request(**changes: Any) -> ReleaseRequest:
+    fields: dict[str, Any] = {
+        "recipient_id": "tp_app",
+        "recipient_kind": "third_party",
+        "purpose": "personalised_service",
+        "categories": ("consumption",),
+        "granularity": "hourly",
+        "period_from": NOW - timedelta(days=7),
+        "period_to": NOW,
+        "subject": "cust-0001",
+    }
+    fields.update(changes)
+    return ReleaseRequest(**fields)
+
+
+def consent(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "consent_id": "cn_1",
+        "recipient": "tp_app",
+        "purposes": ["personalised_service"],
+        "categories": ["consumption"],
+        "granularity": "15min",
+        "history_days": 30,
+        "identified": True,
+        "explicit": True,
+        "given_at": NOW - timedelta(days=1),
+        "expires_at": NOW + timedelta(days=200),
+    }
+    fields.update(changes)
+    return consent_fact(**fields)
+
+
+@pytest.fixture
+def point(shipped: Bundle) -> DecisionPoint:
+    engine = EmbeddedEngine()
+    engine.load(shipped.policies(), shipped.data)
+    return DecisionPoint(
+        engine, "7", shipped.decision_path(), FixedClock(NOW), HASHER, RecordingAuditSink()
+    )
+
+
+def test_consented_request_is_allowed(point: DecisionPoint) -> None:
+    decision = point.decide(Facts(request(), [consent()], NOW))
+    assert decision.allow
+    assert decision.tier == "raw"
+    assert decision.consent_ids == ("cn_1",)
+    assert decision.revision == "7"
+
+
+@pytest.mark.parametrize(
+    ("req", "consents", "code"),
+    [
+        (request(), [], "no_covering_consent"),
+        (request(purpose="horoscopes"), [consent()], "unknown_purpose"),
+        (request(categories=("consumption", "gas")), [consent()], "unknown_category"),
+        (request(categories=("generation",)), [consent()], "no_covering_consent"),
+        (request(categories=()), [consent()], "missing_scope"),
+        (request(granularity="15min"), [consent(granularity="hourly")], "no_covering_consent"),
+        (request(granularity="weekly"), [consent()], "unknown_granularity"),
+        (request(recipient_id="tp_other"), [consent()], "no_covering_consent"),
+        (request(period_from=NOW - timedelta(days=32)), [consent()], "no_covering_consent"),
+        (request(period_to=NOW + timedelta(days=201)), [consent()], "no_covering_consent"),
+        (request(period_from=NOW, period_to=NOW), [consent()], "missing_scope"),
+        (request(recipient_status="revoked"), [consent()], "recipient_not_active"),
+        (request(recipient_kind="ems"), [consent()], "personal_data_to_operator"),
+        (request(), [consent(explicit=False)], "explicit_consent_required"),
+        (request(tier="secret"), [consent()], "unknown_tier"),
+    ],
+    ids=[
+        "no consent",
+        "unknown purpose",
+        "unknown category",
+        "category not consented",
+        "no category",
+        "finer than consented",
+        "unknown granularity",
+        "other recipient",
+        "before the history window",
+        "after expiry",
+        "empty period",
+        "revoked recipient",
+        "operator asks for a household (R4.4)",
+        "sub-daily without explicit opt-in",
+        "unknown tier",
+    ],
+)
+def test_every_missing_piece_of_scope_denies(
+    point: DecisionPoint, req: ReleaseRequest, consents: list[dict[str, Any]], code: str
+) -> None:
+    """R3.4 / R3.5: what is not named is not granted."""
+    decision = point.decide(Facts(req, consents, NOW))
+    assert not decision.allow
+    assert code in {r.code for r in decision.reasons}
+    assert decision.tier is None
+
+
+def test_expiry_is_evaluated_at_decision_time_to_the_second(point: DecisionPoint) -> None:
+    expires = NOW + timedelta(days=1)
+    facts = Facts(request(period_to=NOW), [consent(expires_at=expires)], NOW)
+    before = Facts(facts.request, facts.consents, expires - timedelta(seconds=1))
+    at = Facts(facts.request, facts.consents, expires)
+    assert point.decide(before).allow
+    decision = point.decide(at)
+    assert not decision.allow
+    assert [r.code for r in decision.reasons] == ["no_covering_consent"]
+
+
+def test_the_log_names_the_customer_only_by_keyed_hash(point: DecisionPoint) -> None:
+    point.decide(Facts(request(), [consent()], NOW))
+    record = point.pending[0]
+    assert "cust-0001" not in record.input_json
+    assert json.loads(record.input_json)["request"]["subject"] == HASHER("cust-0001")
+    assert record.row()["allow"] is True
+
+
+class _Failing:
+    name = "broken"
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+
+    def load(self, modules: Mapping[str, str], data: Mapping[str, Any]) -> None:
+        return None
+
+    def evaluate(self, path: str, input_doc: Mapping[str, Any]) -> Any:
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+@pytest.mark.parametrize(
+    ("outcome", "code"),
+    [
+        (UNDEFINED, "engine_undefined"),
+        (EngineFailure("builtin error"), "engine_error"),
+        ({"allow": "yes"}, "engine_malformed"),
+        ({"allow": 1, "tier": "raw", "granularity": "hourly", "fields_drop": [],
+          "retention_days": 1, "reasons": [], "obligations": []}, "engine_malformed"),
+        ({"allow": True, "tier": None, "granularity": "hourly", "fields_drop": [],
+          "retention_days": 1, "reasons": [], "obligations": []}, "engine_malformed"),
+        ([True], "engine_malformed"),
+    ],
+)  # fmt: skip
+def test_engine_undefined_error_or_nonsense_denies_with_an_audit_entry(
+    outcome: Any, code: str
+) -> None:
+    audit = RecordingAuditSink()
+    point = DecisionPoint(
+        _Failing(outcome), "3", "broker/release/decision", FixedClock(NOW), HASHER, audit
+    )
+    decision = point.decide(Facts(request(), [consent()], NOW))
+    assert not decision.allow
+    assert decision.reasons[0].code == code
+    assert len(point.failures) == 1
+    point.flush(_NoSession())
+    assert audit.types() == ["policy.engine_failure"]
+    assert audit.events[0].subject == HASHER("cust-0001")
+
+
+class _NoSession:
+    def execute(self, *args: Any, **kwargs: Any) -> None:
+        self.called = True
+
+
+# --- the allow path and the deny reasons agree ------------------------------------------------
+
+_granularities = st.sampled_from(["15min", "30min", "hourly", "daily", "monthly", "weekly"])
+_purposes = st.sampled_from(
+    ["personalised_service", "energy_efficiency_research", "demand_response",
+     "grid_operations", "billing", "marketing", "unknown"]
+)  # fmt: skip
+_categories = st.lists(
+    st.sampled_from(["consumption", "generation", "register_reads", "customer_details", "dna"]),
+    max_size=3,
+    unique=True,
+)
+_recipients = st.sampled_from(["tp_app", "tp_other"])
+_kinds = st.sampled_from(["third_party", "researcher", "supplier", "ems"])
+
+
+@st.composite
+def _facts(draw: st.DrawFn) -> Facts:
+    days = draw(st.integers(-40, 5))
+    length = draw(st.integers(-1, 10))
+    req = ReleaseRequest(
+        recipient_id=draw(_recipients),
+        recipient_kind=draw(_kinds),
+        purpose=draw(_purposes),
+        categories=tuple(draw(_categories)),
+        granularity=draw(_granularities),
+        period_from=NOW + timedelta(days=days),
+        period_to=NOW + timedelta(days=days + length),
+        subject=draw(st.sampled_from(["cust-1", None])),
+        recipient_status=draw(st.sampled_from(["active", "active", "suspended"])),
+        tier=draw(st.sampled_from([None, None, "generalised", "dp", "bogus"])),
+    )
+    consents = [
+        consent(
+            consent_id=f"cn_{i}",
+            recipient=draw(_recipients),
+            purposes=draw(st.lists(_purposes, min_size=1, max_size=2, unique=True)),
+            categories=draw(_categories) or ["consumption"],
+            granularity=draw(_granularities.filter(lambda g: g != "weekly")),
+            history_days=draw(st.integers(0, 40)),
+            identified=draw(st.booleans()),
+            explicit=draw(st.booleans()),
+            expires_at=NOW + timedelta(days=draw(st.integers(-2, 300))),
+        )
+        for i in range(draw(st.integers(0, 3)))
+    ]
+    contract = draw(st.sampled_from([None, {"recipient": "tp_app", "active": True}]))
+    return Facts(req, consents, NOW, contract)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(facts=_facts())
+def test_allow_exactly_when_no_deny_reason_holds(shipped: Bundle, facts: Facts) -> None:
+    """The fast allow path and the deny rules are two encodings of one policy: they agree."""
+    engine = EmbeddedEngine()
+    engine.load(shipped.policies(), shipped.data)
+    point = DecisionPoint(
+        engine, "1", shipped.decision_path(), FixedClock(NOW), HASHER, RecordingAuditSink()
+    )
+    decision = point.decide(facts)
+    doc = json.loads(point.pending[-1].input_json)
+    deny = engine.evaluate("broker/release/deny", doc)
+    deny_codes = set(deny) if deny is not UNDEFINED else set()
+    assert decision.allow == (not deny_codes), (decision, deny_codes)
+    if decision.allow:
+        assert decision.tier in {"raw", "pseudonymised", "generalised", "aggregated", "dp"}
+        if facts.request.recipient_kind == "ems" or facts.request.subject is None:
+            assert decision.tier in {"aggregated", "dp"}  # R4.4 and aggregate scope
+    else:
+        assert {r.code for r in decision.reasons} == deny_codes
