@@ -6,9 +6,19 @@ from sqlmodel import SQLModel
 
 from broker.audit import models as audit_models
 from broker.ca import models as ca_models
+from broker.consent import models as consent_models
 from broker.keys import models as keys_models
+from broker.policy import models as policy_models
 from connectors.mdms import models as mdms_models
 
 metadata = SQLModel.metadata
 
-__all__ = ["audit_models", "ca_models", "keys_models", "mdms_models", "metadata"]
+__all__ = [
+    "audit_models",
+    "ca_models",
+    "consent_models",
+    "keys_models",
+    "mdms_models",
+    "metadata",
+    "policy_models",
+]
