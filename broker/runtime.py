@@ -45,7 +45,8 @@ def audit_public_key_path(settings: Settings) -> Path:
 
 
 def init_keys(settings: Settings) -> None:
-    """Generate the KEK, the subject-hash key and the audit signing key (each once, 0600)."""
+    """Generate the KEK, the subject-hash key, the audit signing key and the consent receipt
+    key (each once, 0600)."""
     settings.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     FileKeyProvider.create(settings)
     write_b64_key(subject_key_path(settings), secrets.token_bytes(32))
@@ -56,6 +57,30 @@ def init_keys(settings: Settings) -> None:
     write_secret_file(audit_signing_key_path(settings), pem)
     vkey = NoteSigner(settings.audit_origin, signing).verifier_key()
     audit_public_key_path(settings).write_text(vkey + "\n")
+    create_consent_receipt_key(settings)
+
+
+def consent_receipt_key_path(settings: Settings) -> Path:
+    return settings.keys_dir / "consent-receipt.key"
+
+
+def consent_receipt_public_key_path(settings: Settings) -> Path:
+    """The consent receipts' verifier key (PEM), public: customers check receipts with it."""
+    return settings.keys_dir / "consent-receipt.pub"
+
+
+def create_consent_receipt_key(settings: Settings) -> None:
+    """Generate the Ed25519 key that signs consent receipts (0600; refuses to overwrite one)
+    and write its public key beside it."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_secret_file(consent_receipt_key_path(settings), pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    consent_receipt_public_key_path(settings).write_bytes(public)
 
 
 def load_audit_signer(settings: Settings) -> NoteSigner:

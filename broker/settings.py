@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     """The log's origin line in checkpoints (C2SP tlog-checkpoint)."""
     host: str = "127.0.0.1"
     port: int = 8443
+    consent_max_days: int = Field(default=365, ge=1, le=3660)
+    """The longest a consent may run from the event that gives or modifies it (12 months by
+    default, as the design says); beyond it the customer must consent again."""
     mdms_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest batch body the MDMS reads (413 beyond)."""
     mdms_rate_frames_per_s: float = Field(default=50_000.0, gt=0)

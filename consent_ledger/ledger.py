@@ -63,7 +63,12 @@ class Draft:
         self._seq = state.head_seq
         self._prev = state.head_hash
         self._changed: dict[str, ConsentRecord] = {}
-        self.events: list[ConsentEvent] = []
+        self.entries: list[tuple[ConsentEvent, ConsentTerms]] = []
+        """Each event with the terms it gives, or (withdrawal, expiry) ends."""
+
+    @property
+    def events(self) -> list[ConsentEvent]:
+        return [event for event, _ in self.entries]
 
     def record(self, consent_id: str) -> ConsentRecord | None:
         """The consent as the group so far leaves it."""
@@ -123,5 +128,5 @@ class Draft:
             terms = before.terms
         self._changed[consent_id] = ConsentRecord(terms, STATUS_AFTER[kind], event.seq, at)
         self._prev = event.hash
-        self.events.append(event)
+        self.entries.append((event, terms))
         return event

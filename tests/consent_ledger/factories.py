@@ -41,6 +41,21 @@ def request(**changes: Any) -> ConsentRequest:
     return replace(base, **changes)
 
 
+def release(**changes: Any) -> dict[str, Any]:
+    """The arguments of a ``covering`` query that ``request()``'s consent covers (without
+    ``at``); ``changes`` alter pieces of it."""
+    base: dict[str, Any] = {
+        "customer": "C-1",
+        "recipient": "acme-energy",
+        "purpose": "personalised_service",
+        "category": "consumption",
+        "granularity": "hourly",
+        "period_from": T0 - timedelta(days=7),
+        "period_to": T0 + timedelta(days=1),
+    }
+    return base | changes
+
+
 def append(
     state: LedgerState, operations: Sequence[Operation], at: datetime = T0, actor: str = "test"
 ) -> list[ConsentEvent]:

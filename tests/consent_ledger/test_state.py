@@ -23,25 +23,15 @@ from consent_ledger import (
     Withdraw,
 )
 from consent_ledger.vocabulary import GRANULARITY_S
-from tests.consent_ledger.factories import T0, append, request
+from tests.consent_ledger.factories import T0, append, release, request
 
 EXPIRES = T0 + timedelta(days=30)
 US = timedelta(microseconds=1)
 
 
 def _query(**changes: Any) -> dict[str, Any]:
-    """A release the factory's consent covers; ``changes`` alter one piece of it."""
-    base: dict[str, Any] = {
-        "customer": "C-1",
-        "recipient": "acme-energy",
-        "purpose": "personalised_service",
-        "category": "consumption",
-        "granularity": "hourly",
-        "period_from": T0 - timedelta(days=7),
-        "period_to": T0 + timedelta(days=1),
-        "at": T0 + timedelta(days=2),
-    }
-    return base | changes
+    """A release the factory's consent covers, decided two days in; ``changes`` alter it."""
+    return release(at=T0 + timedelta(days=2)) | changes
 
 
 @pytest.fixture

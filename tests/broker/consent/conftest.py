@@ -1,0 +1,45 @@
+"""A consent service over the ``database`` fixture (SQLite and PostgreSQL) and a real audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.audit.log import AuditLog
+from broker.audit.note import NoteSigner
+from broker.consent.service import ConsentService
+from broker.kit.clock import FixedClock
+from broker.kit.ids import SubjectHasher
+from consent_ledger import ReceiptSigner
+from tests.consent_ledger.factories import T0
+
+ORIGIN = "test.example/audit"
+HASHER = SubjectHasher(b"k" * 32)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def signer() -> ReceiptSigner:
+    return ReceiptSigner(Ed25519PrivateKey.generate())
+
+
+@pytest.fixture
+def new_service(clock: FixedClock, signer: ReceiptSigner) -> Callable[[], ConsentService]:
+    """Another service instance on the same database, as another process would hold."""
+
+    def build() -> ConsentService:
+        log = AuditLog(ORIGIN, NoteSigner(ORIGIN, Ed25519PrivateKey.generate()), clock)
+        return ConsentService(log, clock, HASHER, signer, max_days=365)
+
+    return build
+
+
+@pytest.fixture
+def service(new_service: Callable[[], ConsentService]) -> ConsentService:
+    return new_service()
