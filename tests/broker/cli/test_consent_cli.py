@@ -1,0 +1,219 @@
+"""``broker consent`` as an operator runs it (R3.4): give, list, show, modify, withdraw, expire,
+receipts checked with the broker's public key, the chain check naming an edited event, bad
+input refused with nothing written, and the receipt key made for data directories older than
+the ledger.
+
+Until ``consent`` is registered in ``broker.cli.main``, ``_consent`` runs the sub-app with the
+same error handling as ``main`` (``error: <message>`` on stderr, the error's exit code)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+from broker.cli import consent
+from broker.cli.main import main
+from broker.errors import BrokerError
+
+
+def _consent(*argv: str) -> int:
+    try:
+        consent.app(args=list(argv), prog_name="broker consent", standalone_mode=False)
+    except BrokerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0
+
+
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    capsys.readouterr()
+    assert _consent(*argv, "--json") == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def _fails(capsys: pytest.CaptureFixture[str], code: int, *argv: str) -> str:
+    capsys.readouterr()
+    assert _consent(*argv) == code
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def notice(tmp_path: Path) -> Path:
+    path = tmp_path / "notice.txt"
+    path.write_text("Acme Energy receives your hourly consumption to give you saving tips.\n")
+    return path
+
+
+@pytest.fixture
+def initialised(data_dir: Path) -> Path:
+    assert main(["init"]) == 0
+    return data_dir
+
+
+def _give_args(notice: Path, *extra: str) -> list[str]:
+    return [
+        "give",
+        "--customer",
+        "C-1",
+        "--recipient",
+        "acme-energy",
+        "--purpose",
+        "personalised_service",
+        "--purpose",
+        "energy_efficiency_research",
+        "--category",
+        "consumption",
+        "--granularity",
+        "hourly",
+        "--explicit",
+        "--days",
+        "30",
+        "--notice",
+        str(notice),
+        *extra,
+    ]
+
+
+def test_R3_4_give_list_show_and_withdraw(
+    initialised: Path, notice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receipt = tmp_path / "receipt.jws"
+    given = _json(capsys, *_give_args(notice, "--receipt-out", str(receipt)))
+    consent_id = given["consent_id"]
+    assert (given["kind"], given["seq"]) == ("given", 1)
+    assert given["terms"]["purposes"] == ["energy_efficiency_research", "personalised_service"]
+    assert given["terms"]["notice_hash"].startswith("sha256:")
+    assert receipt.read_text().strip() == given["receipt"]
+    claims = _json(capsys, "receipt", "verify", str(receipt))
+    assert (claims["consent_id"], claims["event_hash"]) == (consent_id, given["hash"])
+
+    listed = _json(capsys, "list", "--customer", "C-1")
+    assert [(c["terms"]["consent_id"], c["status"]) for c in listed] == [(consent_id, "active")]
+    assert _json(capsys, "list", "--recipient", "other-energy") == []
+
+    withdrawn = _json(capsys, "withdraw", consent_id)
+    assert (withdrawn["kind"], withdrawn["seq"]) == ("withdrawn", 2)
+    assert _json(capsys, "list") == []
+    assert [c["status"] for c in _json(capsys, "list", "--all")] == ["withdrawn"]
+    history = _json(capsys, "show", consent_id)
+    assert [e["kind"] for e in history] == ["given", "withdrawn"]
+    assert _consent("show", consent_id) == 0
+    assert "personalised_service" in capsys.readouterr().out
+
+
+def test_modify_and_expire_from_the_cli(
+    initialised: Path, notice: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    consent_id = _json(capsys, *_give_args(notice))["consent_id"]
+    modified = _json(
+        capsys, "modify", consent_id, "--granularity", "daily", "--pseudonymous", "--days", "60"
+    )
+    assert (modified["kind"], modified["terms"]["granularity"]) == ("modified", "daily")
+    assert _json(capsys, "expire") == []  # nothing is due yet
+    assert _consent("expire") == 0
+    assert "0 consent(s) expired" in capsys.readouterr().out
+
+
+def test_R3_4_a_tampered_receipt_or_another_key_is_refused(
+    initialised: Path, notice: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = _json(capsys, *_give_args(notice))["receipt"]
+    header, payload, signature = token.split(".")
+    forged = tmp_path / "forged.jws"
+    forged.write_text(".".join([header, payload[:-2] + "AA", signature]))
+    err = _fails(capsys, 6, "receipt", "verify", str(forged))
+    assert "error: receipt signature does not verify" in err
+    real = tmp_path / "real.jws"
+    real.write_text(token)
+    other = tmp_path / "other.pub"
+    other.write_bytes((initialised / "keys" / "audit-signing.pub").read_bytes())
+    assert "not an Ed25519 public key" in _fails(
+        capsys, 6, "receipt", "verify", str(real), "--public-key", str(other)
+    )
+    capsys.readouterr()
+    assert _consent("receipt", "key", "--jwk") == 0
+    jwk_file = tmp_path / "broker.jwk"
+    jwk_file.write_text(capsys.readouterr().out)
+    claims = _json(capsys, "receipt", "verify", str(real), "--public-key", str(jwk_file))
+    assert claims["kind"] == "given"
+
+
+def test_R3_4_verify_names_the_event_edited_in_the_database(
+    initialised: Path, notice: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for customer in ("C-1", "C-2", "C-3"):
+        _json(capsys, *_give_args(notice)[:2], customer, *_give_args(notice)[3:])
+    assert _json(capsys, "verify") == {"events": 3, "first_bad_seq": None, "problem": None}
+    with sqlite3.connect(initialised / "broker.db") as conn:
+        conn.execute(
+            "UPDATE consent_event SET body = replace(body, '\"hourly\"', '\"15min\"') WHERE seq = 2"
+        )
+    err = _fails(capsys, 5, "verify")
+    assert "error: consent ledger broken at event 2: hash does not match the body" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--purpose", "reselling"], "unknown purpose 'reselling'"),
+        (["--category", "bank_details"], "unknown category 'bank_details'"),
+        (["--granularity", "1min"], "unknown granularity '1min'"),
+        (["--days", "400"], "more than 365 days after"),
+        (["--days", "0"], "is not after"),
+        (["--history-days", "-5"], "history days must be 0 to 3660, not -5"),
+    ],
+    ids=["purpose", "category", "granularity", "too_long", "expired", "history"],
+)
+def test_R3_4_bad_input_is_refused_and_writes_nothing(
+    initialised: Path,
+    notice: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    err = _fails(capsys, 1, *_give_args(notice), *extra)
+    assert message in err and err.startswith("error: consent cn_")
+    assert _json(capsys, "list", "--all") == []
+    with sqlite3.connect(initialised / "broker.db") as conn:
+        assert conn.execute("SELECT count(*) FROM audit_entry").fetchone() == (0,)
+
+
+def test_operations_on_unknown_or_closed_consents_are_clear_errors(
+    initialised: Path, notice: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "error: no consent cn_nope" in _fails(capsys, 1, "withdraw", "cn_nope")
+    assert "error: no consent cn_nope" in _fails(capsys, 1, "show", "cn_nope")
+    consent_id = _json(capsys, *_give_args(notice))["consent_id"]
+    assert f"modification of {consent_id} changes nothing" in _fails(
+        capsys, 1, "modify", consent_id
+    )
+    assert _consent("withdraw", consent_id) == 0
+    assert "was withdrawn at" in _fails(capsys, 1, "withdraw", consent_id)
+    assert "was withdrawn at" in _fails(capsys, 1, "modify", consent_id, "--history-days", "3")
+    missing = _fails(capsys, 2, *_give_args(Path("/nonexistent/notice.txt")))
+    assert "--notice: cannot read /nonexistent/notice.txt" in missing
+
+
+def test_an_older_data_directory_gets_a_receipt_key_on_first_use(
+    initialised: Path, notice: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = initialised / "keys"
+    assert stat.S_IMODE((keys / "consent-receipt.key").stat().st_mode) == 0o600
+    (keys / "consent-receipt.key").unlink()
+    (keys / "consent-receipt.pub").unlink()
+    token = _json(capsys, *_give_args(notice))["receipt"]
+    assert stat.S_IMODE((keys / "consent-receipt.key").stat().st_mode) == 0o600
+    assert (keys / "consent-receipt.pub").read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
+    receipt = initialised / "r.jws"
+    receipt.write_text(token)
+    assert _json(capsys, "receipt", "verify", str(receipt))["seq"] == 1
