@@ -10,6 +10,7 @@ from __future__ import annotations
 import stat
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,20 @@ class Settings(BaseSettings):
     """How old an interval may be when it arrives."""
     mdms_key_grace_s: int = Field(default=86_400, ge=0)
     """How long frames under a rotated-out meter key still verify."""
+    policy_engine: Literal["embedded", "opa"] = "embedded"
+    """Where Rego runs: in process (regorus) or on an OPA server (``opa_url``)."""
+    opa_url: str | None = None
+    """The OPA server, ``https://host:port`` (plain http to a loopback address only)."""
+    opa_ca_bundle: Path | None = None
+    """PEM CA certificates that sign the OPA server's certificate (a private CA); default: the
+    system's public CAs."""
+    opa_client_cert: Path | None = None
+    opa_client_key: Path | None = None
+    """Client certificate and key for mutual TLS with OPA (``--authentication=tls``)."""
+    opa_token: SecretStr | None = None
+    """Bearer token for OPA (``--authentication=token``)."""
+    opa_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    """Bound on each connect and each read from OPA; a decision it cuts short is a deny."""
 
     @property
     def development(self) -> bool:
