@@ -37,14 +37,14 @@ class NoPolicyEngine:
         raise EngineFailure(self.why)
 
 
-def make_engine(settings: Settings) -> PolicyEngine:
-    """The embedded engine, or the OPA server the settings name."""
-    kind = getattr(settings, "policy_engine", "embedded")
-    if kind == "opa":
+def make_engine(settings: Settings, decision_path: str = DEFAULT_DECISION) -> PolicyEngine:
+    """The embedded engine (the decision compiled for its VM unless ``policy_compiled`` is
+    off), or the OPA server the settings name."""
+    if settings.policy_engine == "opa":
         from connectors.opa.client import OpaServerEngine
 
         return OpaServerEngine.from_settings(settings)
-    return EmbeddedEngine()
+    return EmbeddedEngine(compiled=(decision_path,) if settings.policy_compiled else ())
 
 
 def open_decision_point(
@@ -59,7 +59,7 @@ def open_decision_point(
     try:
         if bundle is None:
             bundle = PolicyStore(settings, audit, clock).load_active()
-        engine = engine or make_engine(settings)
+        engine = engine or make_engine(settings, bundle.decision_path())
         engine.load(bundle.policies(), bundle.data)
     except BrokerError as exc:  # no verified policy loaded: fail closed
         return DecisionPoint(

@@ -29,11 +29,25 @@
 #     denied: denied, and no rule says why (a gap in the policy, so deny all the same)
 package broker.release
 
-# The decision document. The allow path is one rule whose conditions end it at the first that
-# fails (fast: most of the cost of a decision is here); only a denial evaluates the reasons
-# below. tests/policies/test_release_policy.py checks on generated inputs that the two agree:
-# a decision allows exactly when no deny reason holds.
-decision := d if {
+# The decision document: the allow path when it holds, else a denial with its reasons.
+decision := allowed
+
+decision := {
+	"allow": false,
+	"tier": null,
+	"granularity": null,
+	"fields_drop": [],
+	"retention_days": 0,
+	"reasons": denial_reasons,
+	"obligations": [],
+	"consent_ids": [],
+} if not allowed
+
+# The allow path is one rule whose conditions end it at the first that fails (most of the cost
+# of a decision is here); only a denial evaluates the reasons below. The broker may evaluate
+# this rule alone, compiled (see broker/policy/engine.py). tests/broker/policy/test_decision.py
+# checks on generated inputs that the two agree: allowed exactly when no deny reason holds.
+allowed := d if {
 	purpose := data.broker.catalogue.purposes[input.purpose]
 	r := input.request
 	input.recipient.status == "active"
@@ -60,15 +74,6 @@ decision := d if {
 		"obligations": array.concat(data.broker.catalogue.tiers[t].obligations, b.obligations),
 		"consent_ids": b.consent_ids,
 	}
-} else := {
-	"allow": false,
-	"tier": null,
-	"granularity": null,
-	"fields_drop": [],
-	"retention_days": 0,
-	"reasons": denial_reasons,
-	"obligations": [],
-	"consent_ids": [],
 }
 
 basis(purpose, r, _) := {"code": "aggregate_only", "consent_ids": [], "obligations": [], "identified": false} if {

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from broker.kit.clock import FixedClock
@@ -193,7 +193,9 @@ class _NoSession:
 
 # --- the allow path and the deny reasons agree ------------------------------------------------
 
-_granularities = st.sampled_from(["15min", "30min", "hourly", "daily", "monthly", "weekly"])
+_granularities = st.sampled_from(
+    ["15min", "30min", "hourly", "daily", "daily", "monthly", "monthly", "weekly"]
+)
 _purposes = st.sampled_from(
     ["personalised_service", "energy_efficiency_research", "demand_response",
      "grid_operations", "billing", "marketing", "unknown"]
@@ -205,23 +207,33 @@ _categories = st.lists(
 )
 _recipients = st.sampled_from(["tp_app", "tp_other"])
 _kinds = st.sampled_from(["third_party", "researcher", "supplier", "ems"])
+_FITS = {  # a recipient kind and a category each purpose accepts
+    "personalised_service": ("third_party", "consumption"),
+    "energy_efficiency_research": ("researcher", "consumption"),
+    "demand_response": ("third_party", "generation"),
+    "grid_operations": ("ems", "consumption"),
+    "billing": ("supplier", "register_reads"),
+    "marketing": ("third_party", "consumption"),
+}
 
 
 @st.composite
 def _facts(draw: st.DrawFn) -> Facts:
-    days = draw(st.integers(-40, 5))
-    length = draw(st.integers(-1, 10))
+    days = draw(st.integers(-40, 0))
+    length = draw(st.sampled_from([-1, 1, 3, 7, 10, 40]))
+    purpose = draw(_purposes)
+    fitting = _FITS.get(purpose, ("third_party", "consumption"))
     req = ReleaseRequest(
         recipient_id=draw(_recipients),
-        recipient_kind=draw(_kinds),
-        purpose=draw(_purposes),
-        categories=tuple(draw(_categories)),
+        recipient_kind=draw(st.sampled_from([fitting[0]] * 4) | _kinds),
+        purpose=purpose,
+        categories=tuple(draw(st.sampled_from([[fitting[1]]] * 3) | _categories)),
         granularity=draw(_granularities),
         period_from=NOW + timedelta(days=days),
         period_to=NOW + timedelta(days=days + length),
         subject=draw(st.sampled_from(["cust-1", None])),
-        recipient_status=draw(st.sampled_from(["active", "active", "suspended"])),
-        tier=draw(st.sampled_from([None, None, "generalised", "dp", "bogus"])),
+        recipient_status=draw(st.sampled_from(["active"] * 5 + ["suspended"])),
+        tier=draw(st.sampled_from([None] * 6 + ["generalised", "dp", "bogus"])),
     )
     consents = [
         consent(
@@ -235,24 +247,73 @@ def _facts(draw: st.DrawFn) -> Facts:
             explicit=draw(st.booleans()),
             expires_at=NOW + timedelta(days=draw(st.integers(-2, 300))),
         )
-        for i in range(draw(st.integers(0, 3)))
+        for i in range(draw(st.integers(0, 2)))
     ]
-    contract = draw(st.sampled_from([None, {"recipient": "tp_app", "active": True}]))
+    if draw(st.booleans()):
+        # a consent made to cover this request, then perhaps one field changed: most
+        # of these allow, so both paths of the policy are exercised
+        fitted: dict[str, Any] = {
+            "consent_id": "cn_fit",
+            "recipient": req.recipient_id,
+            "purposes": [req.purpose],
+            "categories": list(req.categories) or ["consumption"],
+            "granularity": "15min",
+            "history_days": 60,
+            "identified": draw(st.booleans()),
+            "explicit": draw(st.sampled_from([True, True, False])),
+            "expires_at": NOW + timedelta(days=draw(st.sampled_from([0, 30, 300]))),
+        }
+        consents.append(consent(**fitted))
+    contract = draw(
+        st.sampled_from(
+            [
+                None,
+                {"recipient": req.recipient_id, "active": True},
+                {"recipient": "x", "active": True},
+            ]
+        )
+    )
     return Facts(req, consents, NOW, contract)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(scope="module")
+def engines(shipped: Bundle) -> tuple[EmbeddedEngine, EmbeddedEngine]:
+    """The release decision compiled for the VM (as the broker runs it) and interpreted."""
+    compiled = EmbeddedEngine(compiled=(shipped.decision_path(),))
+    compiled.load(shipped.policies(), shipped.data)
+    assert compiled.compiled, compiled.compile_error
+    interpreted = EmbeddedEngine()
+    interpreted.load(shipped.policies(), shipped.data)
+    return compiled, interpreted
+
+
+_BILLING = Facts(
+    request(recipient_kind="supplier", purpose="billing", granularity="30min"),
+    [],
+    NOW,
+    {"recipient": "tp_app", "active": True},
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(facts=_facts())
-def test_allow_exactly_when_no_deny_reason_holds(shipped: Bundle, facts: Facts) -> None:
-    """The fast allow path and the deny rules are two encodings of one policy: they agree."""
-    engine = EmbeddedEngine()
-    engine.load(shipped.policies(), shipped.data)
+@example(facts=_BILLING)
+@example(facts=Facts(_BILLING.request, [], NOW, None))
+def test_allow_exactly_when_no_deny_reason_holds(
+    shipped: Bundle, engines: tuple[EmbeddedEngine, EmbeddedEngine], facts: Facts
+) -> None:
+    """The fast allow path and the deny rules are two encodings of one policy: they agree.
+    And the compiled decision (regorus's VM) equals the interpreted one."""
+    compiled, interpreted = engines
     point = DecisionPoint(
-        engine, "1", shipped.decision_path(), FixedClock(NOW), HASHER, RecordingAuditSink()
+        compiled, "1", shipped.decision_path(), FixedClock(NOW), HASHER, RecordingAuditSink()
     )
     decision = point.decide(facts)
-    doc = json.loads(point.pending[-1].input_json)
-    deny = engine.evaluate("broker/release/deny", doc)
+    input_json = point.pending[-1].input_json
+    assert interpreted.evaluate_json(shipped.decision_path(), input_json) == compiled.evaluate_json(
+        shipped.decision_path(), input_json
+    )
+    deny = interpreted.evaluate_json("broker/release/deny", input_json)
     deny_codes = set(deny) if deny is not UNDEFINED else set()
     assert decision.allow == (not deny_codes), (decision, deny_codes)
     if decision.allow:
@@ -261,3 +322,26 @@ def test_allow_exactly_when_no_deny_reason_holds(shipped: Bundle, facts: Facts) 
             assert decision.tier in {"aggregated", "dp"}  # R4.4 and aggregate scope
     else:
         assert {r.code for r in decision.reasons} == deny_codes
+
+
+def test_generated_inputs_reach_both_outcomes(shipped: Bundle) -> None:
+    """The generator above is not degenerate: it yields allows and denials of each basis."""
+    engine = EmbeddedEngine()
+    engine.load(shipped.policies(), shipped.data)
+    point = DecisionPoint(
+        engine, "1", shipped.decision_path(), FixedClock(NOW), HASHER, RecordingAuditSink()
+    )
+    codes: set[str] = set()
+
+    @settings(max_examples=600, deadline=None, database=None, derandomize=True)
+    @given(facts=_facts())
+    def collect(facts: Facts) -> None:
+        codes.update(r.code for r in point.decide(facts).reasons)
+
+    collect()
+    assert {"consent", "aggregate_only", "legal_obligation"} <= codes  # contract: @example
+    assert {
+        "no_covering_consent",
+        "explicit_consent_required",
+        "personal_data_to_operator",
+    } <= codes

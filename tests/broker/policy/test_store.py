@@ -73,7 +73,9 @@ def test_a_bundle_failing_its_tests_never_replaces_the_running_one(
         '\td.consent_ids == ["cn_a"]\n',
         '\td.consent_ids == ["cn_a"]\n\td.retention_days == 365\n',
     )
-    with pytest.raises(PolicyRejected, match="fails its tests: broker.release_test.test_consented"):
+    with pytest.raises(
+        PolicyRejected, match=r"fails its tests: broker\.release_test\.test_consented"
+    ):
         _activate(store, bundle_copy)
     assert store.active_revision() == "1"
     assert [r["revision"] for r in store.revisions()] == ["1"]
@@ -83,8 +85,9 @@ def test_a_bundle_failing_its_tests_never_replaces_the_running_one(
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("tier_known(r) if not r.tier\n", "tier_known(r) if not r.tier\n\nx := http.send({})\n", "http.send"),
-        ("decision := d if {", "decision := d if {{", "fails policy check"),
+        ("tier_known(r) if not r.tier\n",
+         "tier_known(r) if not r.tier\n\nx := http.send({})\n", "http.send"),
+        ("allowed := d if {", "allowed := d if {{", "fails policy check"),
     ],
     ids=["forbidden builtin", "invalid rego"],
 )  # fmt: skip
@@ -103,8 +106,8 @@ def test_a_changed_file_in_the_active_revision_is_refused(store: PolicyStore) ->
     _activate(store, shipped_bundle_dir())
     policy = store.active_link.resolve() / POLICY
     policy.write_text(policy.read_text().replace('"active"', '"suspended"', 1))
-    with pytest.raises(PolicySignatureError, match="files differ from the signed revision: "
-                       "broker/release/policy.rego"):  # fmt: skip
+    with pytest.raises(PolicySignatureError, match=r"files differ from the signed revision: "
+                       r"broker/release/policy\.rego"):  # fmt: skip
         store.load_active()
 
 
