@@ -63,7 +63,8 @@ def changes(old: Mapping[str, Any], new: Decision) -> list[str]:
 
 
 def candidate_engine(bundle: Bundle) -> EmbeddedEngine:
-    engine = EmbeddedEngine()
+    """The candidate as the broker would run it (its decision compiled for the VM)."""
+    engine = EmbeddedEngine(compiled=(bundle.decision_path(),))
     engine.load(bundle.policies(), bundle.data)
     return engine
 
