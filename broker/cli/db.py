@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from broker.cli.common import console
+from broker.cli.common import actor, console
 from broker.kit.clock import SystemClock
-from broker.runtime import initialise, upgrade_schema
+from broker.policy.service import activate_shipped_if_none
+from broker.runtime import Runtime, initialise, upgrade_schema
 from broker.settings import load_settings
 from broker.storage import migrate
 from broker.storage.db import Database
@@ -37,4 +38,13 @@ def init() -> None:
     """Create the data directory, keys, CA and database schema (safe to run again)."""
     settings = load_settings()
     initialise(settings, SystemClock())
+    rt = Runtime.open(settings)
+    try:
+        revision = activate_shipped_if_none(
+            settings, rt.db.transaction, rt.audit, rt.clock, actor()
+        )
+    finally:
+        rt.close()
     console.print(f"initialised {settings.data_dir.resolve()}")
+    if revision is not None:
+        console.print(f"activated the shipped release policy as revision {revision}")

@@ -12,7 +12,7 @@ import click
 import typer
 from rich.console import Console
 
-from broker.cli import audit, ca, customers, db, demo, keys, mdms, meters, policy, serve
+from broker.cli import audit, ca, consent, customers, db, demo, keys, mdms, meters, policy, serve
 from broker.errors import BrokerError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.add_typer(meters.app, name="meters")
 app.add_typer(customers.app, name="customers")
 app.add_typer(mdms.app, name="mdms")
 app.add_typer(policy.app, name="policy")
+app.add_typer(consent.app, name="consent")
 app.command("init")(db.init)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)

@@ -13,7 +13,7 @@ from broker.audit.events import AuditSink
 from broker.errors import BrokerError
 from broker.kit.clock import Clock
 from broker.kit.ids import SubjectHasher
-from broker.policy.bundle import Bundle
+from broker.policy.bundle import Bundle, shipped_bundle_dir
 from broker.policy.decision import DecisionPoint
 from broker.policy.engine import EmbeddedEngine, EngineFailure, PolicyEngine
 from broker.policy.store import PolicyStore
@@ -66,3 +66,16 @@ def open_decision_point(
             NoPolicyEngine(exc.message), "none", DEFAULT_DECISION, clock, hasher, audit
         )
     return DecisionPoint(engine, bundle.revision, bundle.decision_path(), clock, hasher, audit)
+
+
+def activate_shipped_if_none(
+    settings: Settings, db_transaction: Any, audit: AuditSink, clock: Clock, actor: str
+) -> str | None:
+    """On a data directory without a policy, activate the shipped bundle (``broker init``):
+    out of the box, releases are decided by the shipped, tested policy. Returns the revision
+    activated, or None when one was already active."""
+    store = PolicyStore(settings, audit, clock)
+    if store.active_revision() is not None:
+        return None
+    with db_transaction() as session:
+        return store.activate(shipped_bundle_dir(), session, actor).revision
