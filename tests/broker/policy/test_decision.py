@@ -181,7 +181,7 @@ def test_engine_undefined_error_or_nonsense_denies_with_an_audit_entry(
     assert not decision.allow
     assert decision.reasons[0].code == code
     assert len(point.failures) == 1
-    point.flush(_NoSession())
+    point.flush(_NoSession())  # type: ignore[arg-type]
     assert audit.types() == ["policy.engine_failure"]
     assert audit.events[0].subject == HASHER("cust-0001")
 
