@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from broker.kit.canonical import canonical_json
-from broker.kit.clock import parse_rfc3339, to_rfc3339
-from consent_ledger.errors import ChainError
-from consent_ledger.terms import ConsentTerms, terms_from_json, terms_to_json
+from broker.kit.clock import parse_rfc3339
+from consent_ledger.errors import ChainError, InvalidConsent
+from consent_ledger.terms import ConsentTerms, terms_from_json, utc_text
 
+_s: Callable[[str], str] = json.encoder.encode_basestring  # RFC 8785's string escapes
 GENESIS = bytes(32)
 """The ``prev_hash`` of the first event."""
 BODY_VERSION = 1
@@ -61,17 +61,38 @@ def event_hash(prev_hash: bytes, body: bytes) -> bytes:
 def canonical_body(
     seq: int, consent_id: str, kind: Kind, at: datetime, actor: str, terms: ConsentTerms | None
 ) -> bytes:
-    return canonical_json(
-        {
-            "actor": actor,
-            "at": to_rfc3339(at),
-            "consent_id": consent_id,
-            "kind": kind.value,
-            "seq": seq,
-            "terms": None if terms is None else terms_to_json(terms),
-            "v": BODY_VERSION,
-        }
+    """The event's RFC 8785 JSON, written out directly: its keys are fixed and already in RFC
+    8785 order, so only the values are encoded (a third of ``canonical_json``'s time on a dict;
+    ``test_body_is_rfc8785_for_any_terms`` checks the two agree)."""
+    text = (
+        f'{{"actor":{_s(actor)},"at":"{utc_text(at)}","consent_id":{_s(consent_id)},'
+        f'"kind":"{kind.value}","seq":{seq:d},'
+        f'"terms":{"null" if terms is None else _terms_text(terms)},"v":{BODY_VERSION}}}'
     )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidConsent(f"consent event {seq} holds a lone surrogate: {exc}") from exc
+
+
+def _terms_text(t: ConsentTerms) -> str:
+    return (
+        f'{{"categories":{_list(t.categories)},"collection_method":{_s(t.collection_method)},'
+        f'"consent_id":{_s(t.consent_id)},"controller":{_s(t.controller)},'
+        f'"customer":{_s(t.customer)},"expires_at":"{utc_text(t.expires_at)}",'
+        f'"explicit":{_bool(t.explicit)},"given_at":"{utc_text(t.given_at)}",'
+        f'"granularity":{_s(t.granularity)},"history_days":{t.history_days:d},'
+        f'"identified":{_bool(t.identified)},"notice_hash":{_s(t.notice_hash)},'
+        f'"purposes":{_list(t.purposes)},"recipient":{_s(t.recipient)}}}'
+    )
+
+
+def _list(values: tuple[str, ...]) -> str:
+    return "[" + ",".join(map(_s, values)) + "]"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def link(

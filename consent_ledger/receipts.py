@@ -29,10 +29,9 @@ from joserfc.jwk import OKPKey
 from joserfc.util import json_b64encode, urlsafe_b64encode
 
 from broker.kit.canonical import canonical_json
-from broker.kit.clock import to_rfc3339
 from consent_ledger.errors import ReceiptError
 from consent_ledger.events import ConsentEvent
-from consent_ledger.terms import ConsentTerms
+from consent_ledger.terms import ConsentTerms, utc_text
 
 ALG = "EdDSA"
 TYP = "JWT"
@@ -77,7 +76,7 @@ def receipt_claims(event: ConsentEvent, terms: ConsentTerms) -> dict[str, Any]:
         "controller": terms.controller,
         "customer": terms.customer,
         "event_hash": event.hash.hex(),
-        "expires_at": to_rfc3339(terms.expires_at),
+        "expires_at": utc_text(terms.expires_at),
         "explicit": terms.explicit,
         "granularity": terms.granularity,
         "history_days": terms.history_days,

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from broker.kit.clock import parse_rfc3339, to_rfc3339
@@ -178,6 +179,16 @@ def _time_problems(terms: ConsentTerms, at: datetime, max_days: int) -> Iterable
         )
 
 
+@lru_cache(maxsize=4096)
+def utc_text(at: datetime) -> str:
+    """``broker.kit.clock.to_rfc3339`` (``2026-11-24T12:00:00.000000Z``), memoised: an event
+    body holds three times and a group of events shares most of them (its time, the given
+    time), and formatting one costs 3-6 µs on a busy machine."""
+    if at.utcoffset():
+        at = at.astimezone(UTC)
+    return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
 def terms_to_json(terms: ConsentTerms) -> dict[str, Any]:
     return {
         "categories": list(terms.categories),
@@ -185,9 +196,9 @@ def terms_to_json(terms: ConsentTerms) -> dict[str, Any]:
         "consent_id": terms.consent_id,
         "controller": terms.controller,
         "customer": terms.customer,
-        "expires_at": to_rfc3339(terms.expires_at),
+        "expires_at": utc_text(terms.expires_at),
         "explicit": terms.explicit,
-        "given_at": to_rfc3339(terms.given_at),
+        "given_at": utc_text(terms.given_at),
         "granularity": terms.granularity,
         "history_days": terms.history_days,
         "identified": terms.identified,

@@ -4,10 +4,10 @@ Each append is one group under one lock of the ledger's head (``store.lock_head`
 is brought up to the stored head, the whole group is drafted and validated on it (so an invalid
 request writes nothing), the events are inserted and entered in the audit log
 (``consent.given`` ... ``consent.expired``, the customer only as a keyed hash), and receipts
-are signed. The service never applies its own events to its cached state: the state learns
-them, like everyone else's, by reading the rows after its head (``refresh``), so a transaction
-the caller rolls back cannot leave the cache ahead of the ledger, and a withdrawal written by
-another process is seen on the next ``covering`` call.
+are signed. The cached state never runs ahead of what is committed: the service applies its
+own events only once the caller's transaction has committed (a session hook; a rollback drops
+them), and everyone else's by reading the rows after its head (``refresh``), so a withdrawal
+written by another process is seen on the next ``covering`` call.
 
 On PostgreSQL, take the head lock (the first append) before writing other audit entries in
 the same transaction; the audit log's own head lock comes after it.
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from sqlalchemy.event import listen
 from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
@@ -51,6 +52,7 @@ from consent_ledger import (
 )
 from consent_ledger.events import from_body, link_problem
 
+_PENDING = "consent_events_to_learn"
 AUDIT_TYPES = tuple(f"consent.{kind}" for kind in ("given", "modified", "withdrawn", "expired"))
 
 
@@ -134,6 +136,7 @@ class ConsentService:
         entries = draft.entries
         store.insert(session, entries)
         self._audit.record(session, [self._audit_event(e, t, actor) for e, t in entries])
+        self._learn_on_commit(session, [event for event, _ in entries])
         sign = self.signer.sign
         return [Appended(e, sign(e, t) if receipts else None) for e, t in entries]
 
@@ -146,6 +149,26 @@ class ConsentService:
             "seq": event.seq,
         }
         return AuditEvent(f"consent.{event.kind}", actor, self._hash(terms.customer), details)
+
+    def _learn_on_commit(self, session: Session, events: list[ConsentEvent]) -> None:
+        """Apply ``events`` to the cache once the caller's transaction commits (and forget them
+        if it rolls back), so the next append does not read back its own rows."""
+        key = (_PENDING, id(self))
+        pending = session.info.get(key)
+        if pending is None:
+            pending = session.info[key] = []
+            listen(session, "after_commit", lambda s: self._learn(s.info.pop(key, [])))
+            listen(session, "after_rollback", lambda s: s.info.pop(key, None))
+        pending.extend(events)
+
+    def _learn(self, events: list[ConsentEvent]) -> None:
+        with self._lock:
+            try:
+                for event in events:
+                    if event.seq > self._state.head_seq:  # a refresh may have read it already
+                        self._state.apply(event)
+            except ConsentError:  # cannot happen; if it does, rebuild from the database
+                self._state = LedgerState()
 
     # ---- the current state -----------------------------------------------------------------
 

@@ -6,16 +6,21 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from broker.kit.canonical import canonical_json
+from broker.kit.clock import to_rfc3339
 from consent_ledger import (
     GENESIS,
     ChainError,
     ConsentChanges,
     ConsentEvent,
+    ConsentTerms,
     Give,
     InvalidConsent,
     Kind,
@@ -24,7 +29,8 @@ from consent_ledger import (
     Withdraw,
     verify_chain,
 )
-from consent_ledger.events import from_body, link, link_problem
+from consent_ledger.events import canonical_body, from_body, link, link_problem
+from consent_ledger.terms import terms_to_json
 from tests.consent_ledger.factories import T0, append, request
 
 
@@ -124,3 +130,48 @@ def test_a_modification_cannot_move_a_consent_to_another_party(
     with pytest.raises(InvalidConsent, match="cannot change its recipient"):
         state.apply(event)
     assert state.head_seq == 2
+
+
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+_times = st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(9999, 1, 1), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    strings=st.lists(_text, min_size=8, max_size=8),
+    scope=st.tuples(st.lists(_text, max_size=3), st.lists(_text, max_size=3)),
+    numbers=st.tuples(st.integers(0, 2**53 - 1), st.integers(1, 2**40)),
+    flags=st.tuples(st.booleans(), st.booleans(), st.booleans()),
+    times=st.tuples(_times, _times, _times),
+)
+def test_body_is_rfc8785_for_any_terms(
+    strings: list[str],
+    scope: tuple[list[str], list[str]],
+    numbers: tuple[int, int],
+    flags: tuple[bool, bool, bool],
+    times: tuple[datetime, datetime, datetime],
+) -> None:
+    """The hand-written body equals the canonicaliser's output on the same object, for any
+    text (escapes, non-ASCII), numbers, flags and times."""
+    consent_id, customer, controller, recipient, granularity, notice, method, actor = strings
+    terms = ConsentTerms(
+        consent_id, customer, controller, recipient, tuple(scope[0]), tuple(scope[1]),
+        granularity, numbers[0], flags[0], flags[1], times[0], notice, method, times[1],
+    )  # fmt: skip
+    kind = Kind.given if flags[2] else Kind.withdrawn
+    expected = {
+        "actor": actor,
+        "at": to_rfc3339(times[2]),
+        "consent_id": consent_id,
+        "kind": kind.value,
+        "seq": numbers[1],
+        "terms": terms_to_json(terms) if flags[2] else None,
+        "v": 1,
+    }
+    body = canonical_body(
+        numbers[1], consent_id, kind, times[2], actor, terms if flags[2] else None
+    )
+    assert body == canonical_json(expected) == rfc8785.dumps(expected)
+    assert terms_to_json(terms)["given_at"] == to_rfc3339(times[1])

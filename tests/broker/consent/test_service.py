@@ -343,3 +343,16 @@ def test_a_broken_ledger_fails_closed_for_queries(
     _sql(database, "UPDATE consent_event SET body = 'garbage' WHERE seq = 2")
     with pytest.raises(ConsentLedgerBroken), database.transaction() as session:
         new_service().covering(session, **RELEASE)
+
+
+def test_own_events_are_learned_at_commit_not_read_back(
+    database: Database, service: ConsentService, new_service: Callable[[], ConsentService]
+) -> None:
+    """The appending service applies its events when the transaction commits; a rolled-back
+    group is dropped (``test_a_rolled_back_append_is_never_seen``); another service reads."""
+    _give(database, service)
+    _sql(database, "UPDATE consent_event SET body = 'unreadable' WHERE seq = 1")
+    with database.transaction() as session:
+        assert len(service.covering(session, **RELEASE)) == 1  # never read the row back
+        with pytest.raises(ConsentLedgerBroken):
+            new_service().covering(session, **RELEASE)
