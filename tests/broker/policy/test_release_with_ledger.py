@@ -125,13 +125,14 @@ class _Broken:
 def test_an_engine_failure_denies_and_is_audited(database: Database) -> None:
     clock = FixedClock(T0)
     log = _log(clock)
-    point = DecisionPoint(_Broken(), "4", "broker/release/decision", clock, HASHER, log)  # type: ignore[arg-type]
+    point = DecisionPoint(_Broken(), "4", "broker/release/decision", clock, HASHER, log)
     decision = point.decide(Facts(_request(), [], T0))
     assert not decision.allow
     with database.transaction() as session:
         point.flush(session)
     with database.transaction() as session:
-        types = session.execute(select(AuditEntry.event_type)).scalars().all()
+        entries = AuditEntry.metadata.tables["audit_entry"]
+        types = session.execute(select(entries.c.event_type)).scalars().all()
         logged = session.execute(select(TABLE.c.decision_id, TABLE.c.allow)).all()
     assert "policy.engine_failure" in types
     assert [(r.decision_id, r.allow) for r in logged] == [(decision.decision_id, False)]
