@@ -48,6 +48,8 @@ SEED = 7
 CONCENTRATORS = ("dc-north", "dc-south")
 ATTACKER_LINK = "dc-east"
 ERASED_CUSTOMER = "CUST-0000010"
+DEMO_CUSTOMER = "CUST-0000003"
+"""The customer who consents to energy-app, then withdraws (``broker.demo_policy``)."""
 """The customer the demo erases: meter number 9 of the fleet, ``ERASED_METER``."""
 ERASED_METER = "58534D000000000A"
 

@@ -12,12 +12,14 @@ from rich.table import Table
 from broker import demo as story
 from broker.cli.common import check_pushes, console
 from broker.demo_path import (
+    DEMO_CUSTOMER,
     ERASED_CUSTOMER,
     ERASED_METER,
     PathOptions,
     issue_concentrators,
     run_path,
 )
+from broker.demo_policy import consent_and_policy
 from broker.kit.clock import SystemClock
 from broker.runtime import Runtime, initialise
 
@@ -35,7 +37,8 @@ def demo(
     rotate: Annotated[int, typer.Option(min=0, help="Meters whose keys are rotated.")] = 20,
 ) -> None:
     """The story end to end: keys and CA; meters → concentrators → MDMS over mutual TLS with
-    attacks caught and keys rotated; audit events; an audit export verified offline."""
+    attacks caught and keys rotated; a consent, release decisions by the signed policy, a
+    withdrawal and a policy preview; audit events; an audit export verified offline."""
     check_pushes(900, push_intervals)
     out = out.resolve()
     story.fresh_out_dir(out)
@@ -99,6 +102,14 @@ def _run_steps(
     with report.step("keys") as step:
         step.update(story.rotate_and_shred(rt, ERASED_CUSTOMER, ERASED_METER))
     progress.advance(task)
+    task = progress.add_task("consent, release decisions, withdrawal, policy preview", total=1)
+    with report.step("consent_and_policy") as step:
+        step.update(consent_and_policy(rt, DEMO_CUSTOMER, report.out, story.ACTOR))
+    progress.advance(task)
+    report.facts["consent_and_policy"] = {
+        "decisions": step["decisions"],
+        "bad_bundle_refused": step["officer"]["bad_bundle"].startswith("refused"),
+    }
     task = progress.add_task("audit events in group commits", total=events)
     with report.step("audit_events") as step:
         step["written"] = story.audit_burst(rt, events, 5_000, lambda n: progress.advance(task, n))

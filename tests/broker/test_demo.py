@@ -1,6 +1,7 @@
 """``broker demo`` runs the whole story and leaves a summary and a verifiable export: the
 reference path with its attacks caught (T2, T3), keys rotated without losing a frame (C1.6),
-a customer erased (C1.7), and the audit log verified offline."""
+a customer erased (C1.7), release decisions by consent and policy with a withdrawal effective
+at once (R3.4, R4.4), and the audit log verified offline."""
 
 from __future__ import annotations
 
@@ -42,6 +43,19 @@ def test_demo_writes_summary_and_a_verifiable_export(tmp_path: Path) -> None:
         verify_bundle(out / "audit-export.jsonl", vkey).entries == steps["audit_export"]["entries"]
     )
     assert steps["audit_export"]["tampered_verdict"].startswith("entry seq")
+    decisions = summary["consent_and_policy"]["decisions"]
+    assert decisions == {
+        "energy-app, personalised service, hourly (consented)": "allow: tier raw, hourly (consent)",
+        "energy-app, marketing (not consented)": "deny: no_covering_consent",
+        "EMS asks for the household (R4.4)": "deny: personal_data_to_operator",
+        "EMS asks for the feeder aggregate": "allow: tier aggregated, 15min (legal_obligation)",
+        "energy-app right after the withdrawal": "deny: no_covering_consent",
+    }
+    assert summary["consent_and_policy"]["bad_bundle_refused"] is True
+    officer = steps["consent_and_policy"]["officer"]
+    assert officer["active_revision"] == "1" and officer["decisions_logged"] == 5
+    assert officer["preview"] == "1 of 5 decisions would change {'tier': 1}"
+    assert steps["consent_and_policy"]["consent"]["receipt_verified"] is True
     again = ["--events", "10", "--meters", "10", "--days", "3", "--rotate", "0"]
     assert main(["demo", "--out", str(out), *again]) == 0  # an earlier demo is replaced
     summary = json.loads((out / "summary.json").read_text())
