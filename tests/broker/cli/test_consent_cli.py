@@ -1,38 +1,23 @@
 """``broker consent`` as an operator runs it (R3.4): give, list, show, modify, withdraw, expire,
 receipts checked with the broker's public key, the chain check naming an edited event, bad
 input refused with nothing written, and the receipt key made for data directories older than
-the ledger.
-
-Until ``consent`` is registered in ``broker.cli.main``, ``_consent`` runs the sub-app with the
-same error handling as ``main`` (``error: <message>`` on stderr, the error's exit code)."""
+the ledger."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import stat
-import sys
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 
-from broker.cli import consent
 from broker.cli.main import main
-from broker.errors import BrokerError
 
 
 def _consent(*argv: str) -> int:
-    try:
-        consent.app(args=list(argv), prog_name="broker consent", standalone_mode=False)
-    except BrokerError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    return 0
+    return main(["consent", *argv])
 
 
 def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
