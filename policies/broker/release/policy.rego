@@ -76,24 +76,7 @@ allowed := d if {
 	}
 }
 
-basis(purpose, r, _) := {"code": "aggregate_only", "consent_ids": [], "obligations": [], "identified": false} if {
-	r.scope == "aggregate"
-	purpose.legal_basis != "legal_obligation"
-}
-
-basis(purpose, r, _) := {"code": "legal_obligation", "consent_ids": [], "obligations": [], "identified": false} if {
-	r.scope == "aggregate"
-	purpose.legal_basis == "legal_obligation"
-}
-
-basis(purpose, r, _) := {"code": "contract", "consent_ids": [], "obligations": [], "identified": true} if {
-	r.scope == "subject"
-	input.recipient.kind != "ems"
-	purpose.legal_basis == "contract"
-	input.contract.active == true
-	input.contract.recipient == input.recipient.id
-}
-
+# The legal basis for this release: the first that holds, consent first (the common case).
 basis(purpose, r, g) := {"code": "consent", "consent_ids": ids, "obligations": [{"kind": "delete_on_withdrawal", "consent_ids": ids}], "identified": identified} if {
 	r.scope == "subject"
 	input.recipient.kind != "ems"
@@ -103,6 +86,17 @@ basis(purpose, r, g) := {"code": "consent", "consent_ids": ids, "obligations": [
 	count(cs) > 0
 	ids := sort([c.consent_id | some c in cs])
 	identified := count([1 | some c in cs; c.identified == true]) > 0
+} else := {"code": "contract", "consent_ids": [], "obligations": [], "identified": true} if {
+	r.scope == "subject"
+	input.recipient.kind != "ems"
+	purpose.legal_basis == "contract"
+	input.contract.active == true
+	input.contract.recipient == input.recipient.id
+} else := {"code": "legal_obligation", "consent_ids": [], "obligations": [], "identified": false} if {
+	r.scope == "aggregate"
+	purpose.legal_basis == "legal_obligation"
+} else := {"code": "aggregate_only", "consent_ids": [], "obligations": [], "identified": false} if {
+	r.scope == "aggregate"
 }
 
 needs_explicit(purpose, _) if purpose.explicit_consent == true
