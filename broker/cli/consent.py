@@ -56,8 +56,8 @@ def _notice(path: Path) -> str:
 
 
 def _emit(appended: Appended, as_json: bool, receipt_out: Path | None) -> None:
-    event, receipt = appended
-    if receipt_out is not None and receipt is not None:
+    event, receipt = appended.event, appended.receipt  # signed now, after the commit
+    if receipt_out is not None:
         receipt_out.write_text(receipt + "\n")
     if as_json:
         print_json({**_event_json(event), "receipt": receipt})

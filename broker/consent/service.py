@@ -3,8 +3,10 @@
 Each append is one group under one lock of the ledger's head (``store.lock_head``): the state
 is brought up to the stored head, the whole group is drafted and validated on it (so an invalid
 request writes nothing), the events are inserted and entered in the audit log
-(``consent.given`` ... ``consent.expired``, the customer only as a keyed hash), and receipts
-are signed. The cached state never runs ahead of what is committed: the service applies its
+(``consent.given`` ... ``consent.expired``, the customer only as a keyed hash); receipts
+are signed when the caller asks for them, after its commit if it likes.
+
+The cached state never runs ahead of what is committed: the service applies its
 own events only once the caller's transaction has committed (a session hook; a rollback drops
 them), and everyone else's by reading the rows after its head (``refresh``), so a withdrawal
 written by another process is seen on the next ``covering`` call.
@@ -20,7 +22,6 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 from sqlalchemy.event import listen
 from sqlmodel import Session
@@ -56,10 +57,23 @@ _PENDING = "consent_events_to_learn"
 AUDIT_TYPES = tuple(f"consent.{kind}" for kind in ("given", "modified", "withdrawn", "expired"))
 
 
-class Appended(NamedTuple):
-    event: ConsentEvent
-    receipt: str | None
-    """The signed receipt (compact JWS) for the customer; None when not asked for."""
+class Appended:
+    """An appended event and the terms it gives or ends. Its receipt is signed when first
+    asked for: a caller that reads it after committing signs outside the ledger's lock, so
+    concurrent appenders do not wait for each other's Ed25519 signatures."""
+
+    __slots__ = ("_receipt", "_signer", "event", "terms")
+
+    def __init__(self, event: ConsentEvent, terms: ConsentTerms, signer: ReceiptSigner) -> None:
+        self.event, self.terms, self._signer = event, terms, signer
+        self._receipt: str | None = None
+
+    @property
+    def receipt(self) -> str:
+        """The customer's signed receipt (compact JWS)."""
+        if self._receipt is None:
+            self._receipt = self._signer.sign(self.event, self.terms)
+        return self._receipt
 
 
 @dataclass(frozen=True)
@@ -120,7 +134,6 @@ class ConsentService:
         actor: str,
         *,
         at: datetime | None = None,
-        receipts: bool = True,
     ) -> list[Appended]:
         """Append a group of events at ``at`` (default: now) in the caller's transaction; the
         whole group is validated before anything is written."""
@@ -137,8 +150,7 @@ class ConsentService:
         store.insert(session, entries)
         self._audit.record(session, [self._audit_event(e, t, actor) for e, t in entries])
         self._learn_on_commit(session, [event for event, _ in entries])
-        sign = self.signer.sign
-        return [Appended(e, sign(e, t) if receipts else None) for e, t in entries]
+        return [Appended(event, terms, self.signer) for event, terms in entries]
 
     def _audit_event(self, event: ConsentEvent, terms: ConsentTerms, actor: str) -> AuditEvent:
         details = {

@@ -57,8 +57,8 @@ def test_R3_4_a_given_consent_is_stored_audited_and_receipted(
     database: Database, service: ConsentService
 ) -> None:
     with database.transaction() as session:
-        event, receipt = service.give(session, request(), "cli:officer")
-    assert receipt is not None
+        given = service.give(session, request(), "cli:officer")
+    event, receipt = given.event, given.receipt
     claims = verify_receipt(receipt, service.signer.public_key)
     assert (claims["consent_id"], claims["seq"], claims["kind"]) == (event.consent_id, 1, "given")
     assert claims["event_hash"] == event.hash.hex()
@@ -93,8 +93,9 @@ def test_R3_4_withdrawal_is_effective_for_the_next_query_of_every_service(
     with database.transaction() as session:
         assert [t.consent_id for t in deciding.covering(session, **RELEASE)] == [consent]
     with database.transaction() as session:
-        event, receipt = service.withdraw(session, consent, "customer:C-1")
-    assert event.kind is Kind.withdrawn and receipt is not None
+        withdrawn = service.withdraw(session, consent, "customer:C-1")
+    event, receipt = withdrawn.event, withdrawn.receipt
+    assert event.kind is Kind.withdrawn
     with database.transaction() as session:
         assert deciding.covering(session, **RELEASE) == []
         assert service.covering(session, **RELEASE) == []
@@ -196,9 +197,9 @@ def test_modify_changes_scope_and_keeps_the_chain(
     consent = _give(database, service)
     clock.advance(timedelta(hours=1))
     with database.transaction() as session:
-        event, _ = service.modify(
+        event = service.modify(
             session, consent, ConsentChanges(categories=["generation"]), "customer:C-1"
-        )
+        ).event
         assert service.covering(session, **RELEASE) == []
         assert len(service.covering(session, **(RELEASE | {"category": "generation"}))) == 1
     with database.transaction() as session:
@@ -216,7 +217,7 @@ def test_a_rolled_back_append_is_never_seen(database: Database, service: Consent
         raise RuntimeError("the caller's job failed after the append")
     with database.transaction() as session:
         assert service.covering(session, **RELEASE) == []
-        event, _ = service.give(session, request(), "test")
+        event = service.give(session, request(), "test").event
     assert event.seq == 1
     with database.transaction() as session:
         assert service.verify(session).events == 1
@@ -225,8 +226,8 @@ def test_a_rolled_back_append_is_never_seen(database: Database, service: Consent
 def test_load_state_equals_the_refreshed_cache(database: Database, service: ConsentService) -> None:
     with database.transaction() as session:
         ops: list[Operation] = [Give(request(customer=f"C-{i}")) for i in range(1, 6)]
-        appended = service.append_many(session, ops, "test", receipts=False)
-    assert [a.receipt for a in appended] == [None] * 5
+        appended = service.append_many(session, ops, "test")
+    assert [a.terms.customer for a in appended] == [f"C-{i}" for i in range(1, 6)]
     with database.transaction() as session:
         loaded = service.load_state(session)
         cached = service.refresh(session)
