@@ -99,7 +99,10 @@ def give(
     explicit: Annotated[
         bool, typer.Option("--explicit", help="Given by an explicit opt-in action.")
     ] = False,
-    days: Annotated[int, typer.Option(help="How many days the consent is valid.")] = 365,
+    days: Annotated[
+        int | None,
+        typer.Option(help="Days the consent is valid [default: BROKER_CONSENT_MAX_DAYS, 365]."),
+    ] = None,
     collection_method: Annotated[
         str, typer.Option(help="How it was collected (cli, paper, phone...).")
     ] = "cli",
@@ -115,7 +118,8 @@ def give(
             purposes=purpose,
             categories=category,
             granularity=granularity,
-            expires_at=rt.clock.now() + timedelta(days=days),
+            expires_at=rt.clock.now()
+            + timedelta(days=rt.settings.consent_max_days if days is None else days),
             notice_hash=_notice(notice),
             collection_method=collection_method,
             controller=controller,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -207,9 +208,7 @@ def test_a_group_sees_its_own_events_and_leaves_the_state_alone(state: LedgerSta
 
 
 def test_times_in_other_zones_are_stored_in_utc() -> None:
-    paris = datetime(2026, 12, 1, 13, 0, tzinfo=UTC).astimezone(
-        __import__("zoneinfo").ZoneInfo("Europe/Paris")
-    )
+    paris = datetime(2026, 12, 1, 13, 0, tzinfo=UTC).astimezone(ZoneInfo("Europe/Paris"))
     event = Draft(LedgerState(), DEFAULT_VOCABULARY, 365).add(
         Give(request(expires_at=paris)), T0, "test"
     )

@@ -5,6 +5,7 @@ the ledger."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import stat
@@ -207,3 +208,17 @@ def test_an_older_data_directory_gets_a_receipt_key_on_first_use(
     receipt = initialised / "r.jws"
     receipt.write_text(token)
     assert _json(capsys, "receipt", "verify", str(receipt))["seq"] == 1
+
+
+def test_validity_defaults_to_the_configured_maximum(
+    initialised: Path,
+    notice: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BROKER_CONSENT_MAX_DAYS", "20")
+    without_days = [arg for arg in _give_args(notice) if arg not in ("--days", "30")]
+    given = _json(capsys, *without_days)
+    expires = dt.datetime.fromisoformat(given["terms"]["expires_at"].replace("Z", "+00:00"))
+    assert dt.timedelta(days=19) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=20)
+    assert "more than 20 days after" in _fails(capsys, 1, *_give_args(notice))
