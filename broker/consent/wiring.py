@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.consent.service import ConsentService
 from broker.errors import KeyError_
 from broker.keys.files import read_secret_file, require_dir
+from broker.policy.service import active_vocabulary
 from broker.runtime import (
     Runtime,
     consent_receipt_key_path,
@@ -22,7 +23,7 @@ from broker.runtime import (
     create_consent_receipt_key,
 )
 from broker.settings import Settings
-from consent_ledger import DEFAULT_VOCABULARY, ReceiptSigner
+from consent_ledger import ReceiptSigner
 from consent_ledger.receipts import public_pem
 
 
@@ -33,7 +34,7 @@ def open_consents(rt: Runtime) -> ConsentService:
         rt.hasher,
         load_receipt_signer(rt.settings),
         rt.settings.consent_max_days,
-        DEFAULT_VOCABULARY,  # until the policy bundle's purpose catalogue is the source
+        active_vocabulary(rt.settings, rt.audit, rt.clock),
     )
 
 

@@ -37,6 +37,7 @@ from broker.policy.engine import (
     clean_engine_message,
     rule_ref,
 )
+from consent_ledger import GRANULARITY_S
 
 TIERS = ("raw", "pseudonymised", "generalised", "aggregated", "dp")
 LEGAL_BASES = frozenset({"consent", "legal_obligation", "contract"})
@@ -338,11 +339,10 @@ def _check_catalogue(bundle: Bundle, report: CheckReport) -> None:
     if catalogue.get("tier_order") != list(TIERS):
         report.add(where, 0, "catalogue", f"tier_order must be {list(TIERS)}")
     granularities = catalogue.get("granularities")
-    if not isinstance(granularities, Mapping) or not all(
-        isinstance(v, int) and v > 0 for v in granularities.values()
-    ):
-        report.add(where, 0, "catalogue", "granularities map names to positive seconds")
-        granularities = {}
+    if granularities != dict(GRANULARITY_S):
+        # the ledger, the transforms and the "finer than daily" rule reason on this ladder
+        report.add(where, 0, "catalogue", f"granularities must be {dict(GRANULARITY_S)}")
+        granularities = dict(GRANULARITY_S)
     categories = catalogue.get("categories", {})
     kinds = set(catalogue.get("recipient_kinds", []))
     purposes = catalogue.get("purposes")

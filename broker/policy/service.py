@@ -13,11 +13,12 @@ from broker.audit.events import AuditSink
 from broker.errors import BrokerError
 from broker.kit.clock import Clock
 from broker.kit.ids import SubjectHasher
-from broker.policy.bundle import Bundle, shipped_bundle_dir
+from broker.policy.bundle import Bundle, load_bundle, shipped_bundle_dir
 from broker.policy.decision import DecisionPoint
 from broker.policy.engine import EmbeddedEngine, EngineFailure, PolicyEngine
-from broker.policy.store import PolicyStore
+from broker.policy.store import NoActivePolicy, PolicyStore
 from broker.settings import Settings
+from consent_ledger import Vocabulary
 
 DEFAULT_DECISION = "broker/release/decision"
 
@@ -79,3 +80,18 @@ def activate_shipped_if_none(
         return None
     with db_transaction() as session:
         return store.activate(shipped_bundle_dir(), session, actor).revision
+
+
+def catalogue_vocabulary(bundle: Bundle) -> Vocabulary:
+    """The purposes and categories a consent may name: those of the purpose catalogue."""
+    catalogue = bundle.data["broker"]["catalogue"]
+    return Vocabulary(frozenset(catalogue["purposes"]), frozenset(catalogue["categories"]))
+
+
+def active_vocabulary(settings: Settings, audit: AuditSink, clock: Clock) -> Vocabulary:
+    """The active revision's vocabulary; the shipped bundle's before any is active."""
+    try:
+        bundle = PolicyStore(settings, audit, clock).load_active()
+    except NoActivePolicy:
+        bundle = load_bundle(shipped_bundle_dir())
+    return catalogue_vocabulary(bundle)

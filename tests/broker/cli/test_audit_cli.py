@@ -11,6 +11,7 @@ from broker.cli.main import main
 
 @pytest.fixture(autouse=True)
 def three_customers(data_dir: Path) -> None:
+    """``init`` writes one entry (``policy.activated``: the shipped policy), then three keys."""
     assert main(["init"]) == 0
     for subject in ("c1", "c2", "c3"):
         assert main(["keys", "rotate", "--subject", subject]) == 0
@@ -26,7 +27,7 @@ def test_export_then_verify_with_the_pinned_key(
     assert main(["audit", "verify", str(out), "--trusted-key", key]) == 0
     summary = capsys.readouterr().out.strip().splitlines()
     assert len(summary) == 1
-    assert summary[0].startswith("OK: 3 entries verified") and "(pinned key)" in summary[0]
+    assert summary[0].startswith("OK: 4 entries verified") and "(pinned key)" in summary[0]
 
 
 def test_export_with_filters_and_a_consistency_proof(
@@ -49,7 +50,7 @@ def test_export_with_filters_and_a_consistency_proof(
     capsys.readouterr()
     assert main(["audit", "verify", str(out)]) == 0
     line = capsys.readouterr().out
-    assert "OK: 1 entries" in line and "consistent with checkpoint 3" in line
+    assert "OK: 1 entries" in line and "consistent with checkpoint 4" in line
 
 
 def test_tampered_export_fails_with_the_reason(
@@ -59,7 +60,7 @@ def test_tampered_export_fails_with_the_reason(
     assert main(["audit", "export", "--out", str(out)]) == 0
     out.write_text(out.read_text().replace('"version":1', '"version":2', 1))
     assert main(["audit", "verify", str(out)]) == 1
-    assert "entry seq 0 (line" in capsys.readouterr().err
+    assert "entry seq 1 (line"  # the first entry with a version field in capsys.readouterr().err
 
 
 def test_bad_time_and_bad_key_are_clear_errors(

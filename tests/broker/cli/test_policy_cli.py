@@ -189,3 +189,26 @@ def test_explain_input_file_and_bad_inputs(
     assert "not a JSON file" in capsys.readouterr().err
     assert main(["policy", "explain"]) == 1
     assert "give exactly one of --input FILE or --decision ID" in capsys.readouterr().err
+
+
+def test_consents_name_only_what_the_active_catalogue_knows(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The purposes a consent may name are the privacy officer's catalogue, not code."""
+    assert main(["init"]) == 0
+    notice = tmp_path / "notice.txt"
+    notice.write_text("ev-co may read your consumption to schedule your charging.\n")
+    give = ["consent", "give", "--customer", "C-9", "--recipient", "ev-co", "--purpose",
+            "ev_charging", "--category", "consumption", "--granularity", "daily",
+            "--days", "30", "--notice", str(notice)]  # fmt: skip
+    assert main(give) != 0
+    assert "ev_charging" in capsys.readouterr().err
+    candidate = _copy(tmp_path)
+    catalogue_path = candidate / "broker/catalogue/data.json"
+    catalogue = json.loads(catalogue_path.read_text())
+    catalogue["purposes"]["ev_charging"] = dict(
+        catalogue["purposes"]["demand_response"], description="smart charging of the customer's EV"
+    )
+    catalogue_path.write_text(json.dumps(catalogue, indent=2) + "\n")
+    assert main(["policy", "activate", str(candidate)]) == 0
+    assert main(give) == 0
