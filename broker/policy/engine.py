@@ -103,6 +103,7 @@ class EmbeddedEngine:
         self._data_json = "{}"
         self._compiled = tuple(rule_ref(p) for p in compiled)
         self.compile_error: str | None = None
+        self._refs: dict[str, str] = {}
         self._generation = 0
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -175,7 +176,9 @@ class EmbeddedEngine:
         null and undefined. ``eval_rule_as_json`` answers ``"<undefined>"`` for undefined.
         """
         engine = self._engine()
-        ref = rule_ref(path)
+        ref = self._refs.get(path)
+        if ref is None:
+            ref = self._refs[path] = rule_ref(path)
         vm: regorus.Rvm | None = self._local.vm if ref in self._compiled else None
         try:
             if vm is not None:
