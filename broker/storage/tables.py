@@ -9,6 +9,7 @@ from broker.ca import models as ca_models
 from broker.consent import models as consent_models
 from broker.keys import models as keys_models
 from broker.policy import models as policy_models
+from broker.privacy import models as privacy_models
 from connectors.mdms import models as mdms_models
 
 metadata = SQLModel.metadata
@@ -21,4 +22,5 @@ __all__ = [
     "mdms_models",
     "metadata",
     "policy_models",
+    "privacy_models",
 ]

@@ -1,0 +1,169 @@
+"""Pseudonym keys per recipient domain, and the persistent privacy budget ledger.
+
+**Pseudonym keys.** One 256-bit master key in ``keys/pseudonym.key`` (0600), never in the
+database. A recipient domain's key is HKDF-SHA256(master, info = ``pseudonym|<domain>|v<n>``):
+stable for the domain, unrelated across domains, and re-keyed by moving the domain to the next
+version (``rekey``, audited): the old pseudonyms can then no longer be linked to the new ones.
+The database holds only each domain's version.
+
+**Budget ledger.** Each differentially private release appends one ``privacy_spend`` row
+(recipient, release, time, ε, δ, mechanism, privacy unit) and an audit entry; ``window`` reads
+the rows of a recipient's rolling window, from which ``deidentify.dp`` rebuilds the
+accountant for the next release. Rows are never changed, so the budget spent is provable.
+"""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import insert, select, update
+from sqlmodel import Session
+
+from broker.audit.events import AuditEvent, AuditSink
+from broker.errors import KeyError_
+from broker.keys.files import read_b64_key, require_dir, write_b64_key
+from broker.kit.clock import Clock, from_us, to_us
+from broker.kit.ids import new_id
+from broker.privacy.models import PrivacySpend, PseudonymDomain
+from broker.settings import Settings
+
+SPENDS = PrivacySpend.metadata.tables["privacy_spend"]
+DOMAINS = PseudonymDomain.metadata.tables["pseudonym_domain"]
+
+
+def pseudonym_key_path(settings: Settings) -> Path:
+    return settings.keys_dir / "pseudonym.key"
+
+
+def load_pseudonym_master(settings: Settings) -> bytes:
+    """The master key; created (0600) on first use in a data directory that lacks it."""
+    path = pseudonym_key_path(settings)
+    if not path.exists():
+        require_dir(settings.keys_dir)
+        with suppress(KeyError_):  # another process created it first: use that one
+            write_b64_key(path, secrets.token_bytes(32))
+    return read_b64_key(settings, path)
+
+
+def derive_domain_key(master: bytes, domain: str, version: int) -> bytes:
+    info = f"pseudonym|{domain}|v{version}".encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+
+
+@dataclass(frozen=True)
+class DomainKey:
+    domain: str
+    version: int
+    key: bytes
+
+
+class PseudonymKeys:
+    def __init__(self, master: bytes, audit: AuditSink, clock: Clock) -> None:
+        if len(master) < 32:
+            raise KeyError_("the pseudonym master key must be at least 256 bits")
+        self._master = master
+        self._audit = audit
+        self._clock = clock
+
+    def key_for(self, session: Session, domain: str) -> DomainKey:
+        """The domain's current key (version 1 on first use)."""
+        version = session.execute(
+            select(DOMAINS.c.version).where(DOMAINS.c.domain == domain)
+        ).scalar_one_or_none()
+        if version is None:
+            version = 1
+            session.execute(
+                insert(DOMAINS).values(
+                    domain=domain, version=1, created_us=to_us(self._clock.now())
+                )
+            )
+        return DomainKey(domain, version, derive_domain_key(self._master, domain, version))
+
+    def rekey(self, session: Session, domain: str, actor: str) -> DomainKey:
+        """Move the domain to a new key: pseudonyms issued from now on cannot be linked to the
+        earlier ones."""
+        current = self.key_for(session, domain)
+        version = current.version + 1
+        session.execute(
+            update(DOMAINS)
+            .where(DOMAINS.c.domain == domain)
+            .values(version=version, rekeyed_us=to_us(self._clock.now()))
+        )
+        self._audit.record(
+            session,
+            [
+                AuditEvent(
+                    "privacy.pseudonym_rekeyed", actor, None, {"domain": domain, "version": version}
+                )
+            ],
+        )
+        return DomainKey(domain, version, derive_domain_key(self._master, domain, version))
+
+
+class BudgetLedger:
+    def __init__(self, audit: AuditSink, clock: Clock) -> None:
+        self._audit = audit
+        self._clock = clock
+
+    def window(self, session: Session, recipient: str, days: int = 30) -> list[dict[str, Any]]:
+        """The recipient's spends in the rolling window ending now (oldest first)."""
+        since = to_us(self._clock.now() - timedelta(days=days))
+        rows = session.execute(
+            select(SPENDS)
+            .where(SPENDS.c.recipient == recipient, SPENDS.c.at_us > since)
+            .order_by(SPENDS.c.at_us)
+        )
+        return [{**dict(row._mapping), "at": from_us(row.at_us)} for row in rows]
+
+    def record(
+        self,
+        session: Session,
+        recipient: str,
+        release_id: str,
+        epsilon: float,
+        delta: float,
+        mechanism: str,
+        privacy_unit: str,
+        actor: str,
+        at: datetime | None = None,
+    ) -> str:
+        """Append one spend and its audit entry, in the caller's transaction."""
+        spend_id = new_id("sp")
+        when = at or self._clock.now()
+        session.execute(
+            insert(SPENDS).values(
+                spend_id=spend_id,
+                recipient=recipient,
+                release_id=release_id,
+                at_us=to_us(when),
+                epsilon=epsilon,
+                delta=delta,
+                mechanism=mechanism,
+                privacy_unit=privacy_unit,
+            )
+        )
+        self._audit.record(
+            session,
+            [
+                AuditEvent(
+                    "privacy.budget_spent",
+                    actor,
+                    None,
+                    {
+                        "recipient": recipient,
+                        "release_id": release_id,
+                        "epsilon": str(epsilon),
+                        "delta": str(delta),
+                        "mechanism": mechanism,
+                    },
+                )
+            ],
+        )
+        return spend_id
