@@ -131,6 +131,8 @@ def notice_hash(notice: bytes) -> str:
 
 def validate(terms: ConsentTerms, at: datetime, vocabulary: Vocabulary, max_days: int) -> None:
     """Refuse terms the ledger must not hold, as of an event at ``at``; every problem is named."""
+    if _valid(terms, at, vocabulary, max_days):
+        return
     problems = [
         *_name_problems(terms),
         *_scope_problems(terms, vocabulary),
@@ -140,6 +142,37 @@ def validate(terms: ConsentTerms, at: datetime, vocabulary: Vocabulary, max_days
         problems.append(f"notice hash {terms.notice_hash!r} is not sha256:<64 hex digits>")
     if problems:
         raise InvalidConsent(f"consent {terms.consent_id} refused: " + "; ".join(problems))
+
+
+def _valid(terms: ConsentTerms, at: datetime, vocabulary: Vocabulary, max_days: int) -> bool:
+    """The same checks as the problem lists below, as one expression that names nothing (an
+    append validates every event; building the lists cost ~6 µs of its ~40). False sends the
+    terms through the lists, which name every problem; ``test_validate_agrees_with_problems``
+    keeps the two in step. Anything odd (a value of the wrong type) is left to the lists too,
+    which raise on it as they always did."""
+    purposes, categories = terms.purposes, terms.categories
+    known_p, known_c = vocabulary.purposes, vocabulary.categories
+    try:
+        return bool(
+            0 < len(terms.customer) <= _MAX_NAME["customer"]
+            and 0 < len(terms.controller) <= _MAX_NAME["controller"]
+            and 0 < len(terms.recipient) <= _MAX_NAME["recipient"]
+            and 0 < len(terms.collection_method) <= _MAX_NAME["collection_method"]
+            and not terms.customer.isspace()
+            and not terms.controller.isspace()
+            and not terms.recipient.isspace()
+            and not terms.collection_method.isspace()
+            and bool(purposes)
+            and bool(categories)
+            and all(p in known_p for p in purposes)
+            and all(c in known_c for c in categories)
+            and terms.granularity in GRANULARITY_S
+            and 0 <= terms.history_days <= MAX_HISTORY_DAYS
+            and max(at, terms.given_at) < terms.expires_at <= at + timedelta(days=max_days)
+            and _NOTICE_HASH.fullmatch(terms.notice_hash) is not None
+        )
+    except Exception:
+        return False
 
 
 def _name_problems(terms: ConsentTerms) -> Iterable[str]:
@@ -237,6 +270,8 @@ _TERM_KEYS = frozenset(ConsentTerms.__dataclass_fields__)
 def _scope(values: Iterable[str]) -> tuple[str, ...]:
     if isinstance(values, str):  # one purpose given bare would become its letters
         return (values,)
+    if type(values) is tuple and len(values) == 1 and type(values[0]) is str:
+        return values  # the usual scope, one name: already sorted and unique
     return tuple(sorted(set(values)))
 
 

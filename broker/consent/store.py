@@ -35,21 +35,25 @@ def lock_head(session: Session) -> None:
 
 
 def insert(session: Session, entries: Sequence[tuple[ConsentEvent, ConsentTerms]]) -> None:
-    rows = (
-        (
+    Raw(session).copy_in("consent_event", [*_COLUMNS, "prev_hash", "hash"], _TYPES, _rows(entries))
+
+
+def _rows(entries: Sequence[tuple[ConsentEvent, ConsentTerms]]) -> Iterator[tuple[Any, ...]]:
+    last_at, at_us = None, 0  # a group's events share one time: converted once
+    for event, terms in entries:
+        if event.at is not last_at:
+            last_at, at_us = event.at, to_us(event.at)
+        yield (
             event.seq,
             event.consent_id,
             event.kind.value,
             terms.customer,
             terms.recipient,
-            to_us(event.at),
+            at_us,
             event.body.decode("utf-8"),
             event.prev_hash,
             event.hash,
         )
-        for event, terms in entries
-    )
-    Raw(session).copy_in("consent_event", [*_COLUMNS, "prev_hash", "hash"], _TYPES, rows)
 
 
 def events_after(session: Session, seq: int) -> list[ConsentEvent]:
