@@ -76,8 +76,9 @@ def append_rate(backend: str, events: int, batch: int, receipts: bool) -> float:
     service = _service()
     with database(backend) as db:
         # The set-up (the 20 k requests built above, the modules, the engine) is moved out of
-        # the collector's reach, as a server does after start-up (gc.freeze): otherwise each
-        # full collection the ledger's growth triggers walks the bench's own input too.
+        # the collector's reach (gc.freeze, which a server can call after start-up; `broker
+        # serve` does not yet): otherwise each full collection the ledger's growth triggers
+        # walks the bench's own input too.
         gc.collect()
         gc.freeze()
         try:
