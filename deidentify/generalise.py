@@ -305,8 +305,9 @@ def enforce_k_anonymity(
     Each step, in order, generalises the rows whose class is still smaller than k (rows in
     classes of k or more keep their detail; they stay in such classes, since steps only ever
     merge classes of generalised rows). Rows still in a class below k after the last step are
-    removed and counted. Other columns and the index are kept; the result is k-anonymous or
-    empty. Refused as by :func:`k_anonymity`.
+    removed and counted: when every quasi-identifier can climb to ``*`` (the default), those
+    rows are all ``*`` alike, one class, so fewer than k rows are suppressed. Other columns and
+    the index are kept; the result is k-anonymous or empty. Refused as by :func:`k_anonymity`.
     """
     qis = _check_k_args(households, quasi_identifiers, k)
     out, steps = households.copy(), []

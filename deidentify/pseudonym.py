@@ -168,7 +168,9 @@ def _check_frame(frame: pd.DataFrame, names: list[str]) -> None:
 
 def _pseudonym_column(values: pd.Series[Any], key: PseudonymKey, column: str) -> pd.Series[Any]:
     codes, uniques = pd.factorize(values)
-    texts = [u if isinstance(u, str) else str(u) for u in uniques.tolist()]
+    texts: list[str] = uniques.tolist()
+    if not pd.api.types.is_string_dtype(uniques.dtype) or uniques.dtype == object:
+        texts = [u if isinstance(u, str) else str(u) for u in texts]
     mac = _Hmac(key.column_key(column))
     names = mac.pseudonyms(texts, f"{SCHEME}:{key.version}:")
     if names:

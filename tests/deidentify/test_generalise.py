@@ -115,7 +115,7 @@ def random_readings(draw: st.DrawFn) -> pd.DataFrame:
     return frame.astype({"interval_s": np.int64, "energy_wh": np.int64})
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(random_readings(), st.sampled_from(["hour", "day", "month"]))
 def test_c3_3_any_aligned_readings_sum_exactly(frame: pd.DataFrame, to: str) -> None:
     out = coarsen_time(frame, to)  # type: ignore[arg-type]
@@ -297,7 +297,7 @@ def qi_frames(draw: st.DrawFn) -> pd.DataFrame:
     return frame
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(qi_frames(), st.integers(2, 6))
 def test_report_agrees_with_a_plain_group_count(frame: pd.DataFrame, k: int) -> None:
     qis = ["postcode_district", "postcode_area", "tariff", "has_pv", "has_ev"]
@@ -323,7 +323,7 @@ def same(a: Any, b: Any) -> bool:
     return bool(pd.isna(a) and pd.isna(b)) if pd.isna(a) or pd.isna(b) else bool(a == b)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(qi_frames(), st.integers(2, 8), st.booleans())
 def test_c3_3_enforced_frame_is_k_anonymous_and_invents_nothing(
     frame: pd.DataFrame, k: int, with_district: bool
@@ -334,7 +334,7 @@ def test_c3_3_enforced_frame_is_k_anonymous_and_invents_nothing(
     sizes = out.groupby(qis, dropna=False).size()
     assert out.empty or sizes.min() >= k
     assert report.holds and report.rows == len(out)
-    assert report.suppressed == len(frame) - len(out)
+    assert report.suppressed == len(frame) - len(out) < k  # all end at *: one class at most
     assert set(out.index) <= set(frame.index)
     assert out["reading"].equals(frame.loc[out.index, "reading"])
     for column in qis:
