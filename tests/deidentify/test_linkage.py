@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deidentify.errors import InvalidData, InvalidParameter
-from deidentify.linkage import nearest_neighbour_linkage
+from deidentify.linkage import distribution_features, nearest_neighbour_linkage
 
 
 def test_distinct_habits_link_perfectly() -> None:
@@ -14,7 +14,7 @@ def test_distinct_habits_link_perfectly() -> None:
     week1 = rng.gamma(2.0, 1.0, size=(50, 24))
     week2 = week1 * 1.3 + rng.normal(0, 0.01, size=week1.shape)  # same habits, more energy
     order = rng.permutation(50)
-    result = nearest_neighbour_linkage(week1, week2[order], order)
+    result = nearest_neighbour_linkage(week1, week2[order], order, scale="shape")
     assert result.accuracy == 1.0
     assert result.chance == pytest.approx(1 / 50)
 
@@ -45,3 +45,13 @@ def test_bad_inputs_are_refused() -> None:
         nearest_neighbour_linkage(np.zeros((0, 4)), np.zeros((3, 4)), np.arange(3))
     with pytest.raises(InvalidParameter):
         nearest_neighbour_linkage(np.ones((3, 4)), np.ones((3, 4)), np.array([0, 1, 3]))
+    with pytest.raises(InvalidParameter, match="unknown scale"):
+        nearest_neighbour_linkage(np.ones((3, 4)), np.ones((3, 4)), np.arange(3), scale="x")
+    with pytest.raises(InvalidParameter):
+        distribution_features(np.ones(4))
+
+
+def test_distribution_features_are_per_record_percentiles() -> None:
+    values = np.array([np.arange(101.0), np.arange(101.0) * 2])
+    features = distribution_features(values, (1, 50, 99))
+    assert features.tolist() == [[1.0, 50.0, 99.0], [2.0, 100.0, 198.0]]
