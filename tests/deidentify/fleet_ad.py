@@ -7,7 +7,7 @@ for tests that need every cell to pass and the arithmetic to be checked exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,9 @@ def readings_frame(
     )
 
 
-def households_frame(groups: dict[str, Sequence[str]], parents: dict[str, str]) -> pd.DataFrame:
+def households_frame(
+    groups: Mapping[str, Sequence[str]], parents: Mapping[str, str]
+) -> pd.DataFrame:
     """One row per meter: its feeder (key of ``groups``) and the feeder's substation."""
     rows = [(m, f, parents[f]) for f, meters in groups.items() for m in meters]
     return pd.DataFrame(rows, columns=[METER, FEEDER, SUBSTATION])
