@@ -12,7 +12,20 @@ import click
 import typer
 from rich.console import Console
 
-from broker.cli import audit, ca, consent, customers, db, demo, keys, mdms, meters, policy, serve
+from broker.cli import (
+    audit,
+    ca,
+    consent,
+    customers,
+    db,
+    demo,
+    keys,
+    mdms,
+    meters,
+    policy,
+    privacy,
+    serve,
+)
 from broker.errors import BrokerError
 
 app = typer.Typer(
@@ -31,6 +44,7 @@ app.add_typer(customers.app, name="customers")
 app.add_typer(mdms.app, name="mdms")
 app.add_typer(policy.app, name="policy")
 app.add_typer(consent.app, name="consent")
+app.add_typer(privacy.app, name="privacy")
 app.command("init")(db.init)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
