@@ -16,6 +16,7 @@ substation where a feeder was released before, would otherwise evade the check.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -59,14 +60,20 @@ def check_differencing(
     two differ by fewer than ``min_difference`` members (but by at least one)."""
     if min_difference < 1:
         raise InvalidParameter(f"min_difference must be >= 1, got {min_difference}")
-    earlier = [(r.release_id, s) for r in history if r.recipient == recipient for s in r.sets]
     holding: defaultdict[str, set[int]] = defaultdict(set)
-    for i, (_, past) in enumerate(earlier):
-        for meter in past.members:
+    for i, current in enumerate(members):
+        for meter in current.members:
             holding[meter].add(i)
-    for current in members:
-        for i in set().union(*(holding.get(m, ()) for m in current.members)):
-            _refuse_close(current, *earlier[i], min_difference)
+    for release in history:
+        if release.recipient != recipient:
+            continue
+        for past in release.sets:
+            # A set within min_difference - 1 members of ``past`` misses at most that many of
+            # its members: any min_difference of them name every such set (one index lookup
+            # per member of this release, not per member of the whole history).
+            probe = itertools.islice(past.members, min_difference)
+            for i in set().union(*(holding.get(m, ()) for m in probe)):
+                _refuse_close(members[i], release.release_id, past, min_difference)
 
 
 def _refuse_close(current: MemberSet, release_id: str, past: MemberSet, least: int) -> None:

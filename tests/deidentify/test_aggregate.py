@@ -18,6 +18,7 @@ from deidentify.aggregate import (
     RELEASED,
     WITHHELD,
     Aggregated,
+    MemberSet,
     PastRelease,
     aggregate,
     check_differencing,
@@ -255,6 +256,37 @@ def test_r4_4_renaming_the_group_does_not_evade_the_check() -> None:
         check_differencing(
             renamed, [PastRelease("rel-1", "acme-energy", first.members)], "acme-energy"
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bases=st.lists(st.frozensets(st.integers(0, 60), max_size=40), min_size=1, max_size=3),
+    flips=st.lists(st.frozensets(st.integers(0, 60), max_size=20), min_size=1, max_size=3),
+)
+def test_r4_4_the_check_refuses_exactly_the_overlapping_sets_1_to_14_apart(
+    bases: list[frozenset[int]], flips: list[frozenset[int]]
+) -> None:
+    """Against a brute-force comparison of every pair: earlier sets are the current ones with
+    0 to 20 members flipped in or out."""
+    current = [_member_set(f"F{i}", base) for i, base in enumerate(bases)]
+    earlier = [_member_set("S", bases[i % len(bases)] ^ flip) for i, flip in enumerate(flips)]
+    close = any(
+        a.members & b.members and 0 < len(a.members ^ b.members) < 15
+        for a in current
+        for b in earlier
+    )
+    try:
+        check_differencing(
+            current, [PastRelease("rel-1", "acme-energy", tuple(earlier))], "acme-energy"
+        )
+    except DifferencingRefused:
+        assert close
+    else:
+        assert not close
+
+
+def _member_set(group: str, numbers: frozenset[int]) -> MemberSet:
+    return MemberSet(group, DAY, DAY + pd.Timedelta(days=1), frozenset(f"M{n}" for n in numbers))
 
 
 # Bad input: a clear error and nothing released.
