@@ -13,22 +13,30 @@ ARCHITECTURE §3.4 promises, and no less:
   after ``enforce_k_anonymity`` with k >= 15, and each class released as its mean profile with
   its size (k-anonymous microaggregation). Every released record stands for at least k
   households, so linking a household across periods succeeds with probability at most 1/k.
-- ``aggregated`` and ``dp``: group sums by the network (feeder, merged into the substation when
-  a threshold fails) under the regulators' thresholds (``deidentify.aggregate``), with
-  calibrated noise and a budget for ``dp`` (``deidentify.dp``).
+- ``aggregated``: group sums by the network (feeder, merged into the substation when a
+  threshold fails) under the regulators' thresholds, per released interval
+  (``deidentify.aggregate``), refused when it differs by fewer than 15 members from an
+  overlapping earlier release to the same recipient (``params.history``).
+- ``dp``: group sums with noise calibrated to one household-day, charged to the recipient's
+  rolling budget rebuilt from its ledger rows (``deidentify.dp``); the new row comes back in
+  ``Release.spend`` for the caller to store with the release.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pandas as pd
 
+from deidentify.aggregate import MemberSet, PastRelease, aggregate, check_differencing
+from deidentify.dp import DAY_WH, BudgetRules, BudgetSpend, dp_aggregate
 from deidentify.errors import InvalidData, InvalidParameter, UnknownTier
 from deidentify.frames import (
     CUSTOMER,
     ENERGY,
+    FEEDER,
     HAS_EV,
     HAS_PV,
     INTERVAL,
@@ -70,13 +78,30 @@ class TierParams:
     fields_drop: Sequence[str] = ()
     pseudonym_key: PseudonymKey | None = None
     k: int = DEFAULT_K
-    extra: dict[str, object] = field(default_factory=dict)
+    # aggregated and dp: who receives it, grouped how, and what came before
+    recipient: str | None = None
+    group_by: str = FEEDER
+    parent: str | None = SUBSTATION
+    residential: bool = True
+    history: Sequence[PastRelease] = ()
+    # dp only
+    at: datetime | None = None
+    ledger: Sequence[BudgetSpend] = ()
+    epsilon: float = 1.0
+    delta: float = 0.0
+    interval_wh: float | None = None
+    day_wh: float | None = DAY_WH
+    budget: BudgetRules = field(default_factory=BudgetRules)
 
 
 @dataclass(frozen=True)
 class Release:
     frame: pd.DataFrame
     manifest: ReleaseManifest
+    spend: BudgetSpend | None = None
+    """dp: the budget ledger row to store with the release."""
+    members: tuple[MemberSet, ...] = ()
+    """aggregated: who is in each released group (the next release's differencing check)."""
 
 
 def transform(
@@ -93,11 +118,61 @@ def transform(
         return _raw(readings, params)
     if tier == "pseudonymised":
         return _pseudonymised(readings, params)
+    if households is None:
+        raise InvalidParameter(f"the {tier} tier needs the households' attributes")
     if tier == "generalised":
-        if households is None:
-            raise InvalidParameter("the generalised tier needs the households' attributes")
         return _generalised(readings, households, params)
-    raise UnknownTier(f"tier {tier!r} is released through deidentify.aggregate / deidentify.dp")
+    if params.recipient is None:
+        raise InvalidParameter(f"the {tier} tier needs the recipient (differencing, budget)")
+    if tier == "aggregated":
+        return _aggregated(readings, households, params, params.recipient)
+    return _dp(readings, households, params, params.recipient)
+
+
+def _interval(granularity: str) -> int | None:
+    return None if granularity == "15min" else GRANULARITY_S[granularity]
+
+
+def _aggregated(
+    readings: pd.DataFrame, households: pd.DataFrame, params: TierParams, recipient: str
+) -> Release:
+    if params.granularity == "monthly":
+        raise InvalidParameter("aggregates are released per interval up to daily, not monthly")
+    result = aggregate(
+        readings,
+        households,
+        group_by=params.group_by,
+        parent=params.parent,
+        residential=params.residential,
+        interval=_interval(params.granularity),
+    )
+    check_differencing(result.members, params.history, recipient)
+    result.manifest.transforms.append("check_differencing(min_difference=15)")
+    return Release(result.frame, result.manifest, members=result.members)
+
+
+def _dp(
+    readings: pd.DataFrame, households: pd.DataFrame, params: TierParams, recipient: str
+) -> Release:
+    if params.at is None:
+        raise InvalidParameter("the dp tier needs the release time (budget window)")
+    if params.granularity == "monthly":
+        raise InvalidParameter("dp sums are released per interval up to daily, not monthly")
+    result = dp_aggregate(
+        readings,
+        households,
+        recipient=recipient,
+        ledger=params.ledger,
+        at=params.at,
+        interval_wh=params.interval_wh,
+        day_wh=params.day_wh,
+        epsilon=params.epsilon,
+        delta=params.delta,
+        group_by=params.group_by,
+        interval=_interval(params.granularity),
+        rules=params.budget,
+    )
+    return Release(result.frame, result.manifest, spend=result.spend)
 
 
 def at_granularity(readings: pd.DataFrame, granularity: str) -> tuple[pd.DataFrame, list[str]]:

@@ -6,12 +6,23 @@ most households between two weeks; on the generalised tier no better than 1/k.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from broker.privacy.population import Population, population
-from deidentify.errors import InvalidData, InvalidParameter, MissingColumns, UnknownTier
+from deidentify.aggregate import PastRelease
+from deidentify.errors import (
+    BudgetExceeded,
+    DifferencingRefused,
+    InvalidData,
+    InvalidParameter,
+    MissingColumns,
+    UnknownTier,
+)
 from deidentify.frames import ENERGY, METER, START
 from deidentify.linkage import distribution_features, nearest_neighbour_linkage
 from deidentify.pseudonym import PseudonymKey
@@ -133,3 +144,42 @@ def test_C3_3_linkage_is_high_when_pseudonymised_and_at_most_1_over_k_when_gener
 
     assert pseudonymised > 0.3, pseudonymised  # still personal data
     assert generalised <= 1 / 15 + 1e-9, generalised
+
+
+def test_R4_4_aggregated_tier_has_no_household_and_refuses_differencing(
+    pop: Population, fortnight: pd.DataFrame
+) -> None:
+    day = fortnight[fortnight[START] < fortnight[START].min() + pd.Timedelta(days=1)]
+    params = TierParams("hourly", recipient="ems-grid", residential=False)
+    release = transform("aggregated", day, pop.households, params)
+    assert METER not in release.frame.columns
+    released = release.frame[release.frame["status"] == "released"]
+    assert (released["members"] >= 15).all() and len(released) > 0
+    assert "check_differencing(min_difference=15)" in release.manifest.transforms
+    # the same groups less one household, to the same recipient: refused
+    one_less = day[day[METER] != "M000000001"]
+    history = [PastRelease("rl_1", "ems-grid", release.members)]
+    with pytest.raises(DifferencingRefused):
+        transform("aggregated", one_less, pop.households, replace(params, history=history))
+    # to another recipient it is a first release
+    transform("aggregated", one_less, pop.households, replace(params, recipient="other"))
+
+
+def test_dp_tier_charges_the_budget_and_refuses_beyond_it(
+    pop: Population, fortnight: pd.DataFrame
+) -> None:
+    day = fortnight[fortnight[START] < fortnight[START].min() + pd.Timedelta(days=1)]
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    params = TierParams("hourly", recipient="ems-grid", at=at, interval_wh=8_000.0, epsilon=1.0)
+    release = transform("dp", day, pop.households, params)
+    assert release.spend is not None and release.spend.epsilon == 1.0
+    assert release.manifest.mechanism == "laplace" and release.manifest.budget_left == 9.0
+    full = [release.spend] * 10
+    with pytest.raises(BudgetExceeded):
+        transform("dp", day, pop.households, replace(params, ledger=full))
+    with pytest.raises(InvalidParameter, match="ε must be in"):
+        transform("dp", day, pop.households, replace(params, epsilon=0.0))
+    with pytest.raises(InvalidParameter, match="release time"):
+        transform("dp", day, pop.households, replace(params, at=None))
+    with pytest.raises(InvalidParameter, match="recipient"):
+        transform("dp", day, pop.households, replace(params, recipient=None))
