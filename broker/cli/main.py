@@ -11,6 +11,7 @@ import sys
 import click
 import typer
 from rich.console import Console
+from typer._click import exceptions as _typer_click
 
 from broker.cli import (
     audit,
@@ -50,6 +51,10 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 
 _stderr = Console(stderr=True, soft_wrap=True)
+# typer 0.29 parses with a click of its own (``typer._click``): a bad option value raises its
+# exceptions, not click's, so both families are caught (exit 2 with the usage message).
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+_USAGE_ERRORS = (click.ClickException, _typer_click.ClickException)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokerError as exc:
         _stderr.print(f"[bold red]error:[/] {exc.message}", highlight=False)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except _ABORTS:
         _stderr.print("aborted")
         return 130
-    except click.ClickException as exc:
+    except _USAGE_ERRORS as exc:
         exc.show()
-        return exc.exit_code
+        return int(exc.exit_code)
     return result if isinstance(result, int) else 0
 
 

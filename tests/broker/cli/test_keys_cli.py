@@ -67,3 +67,9 @@ def test_unreachable_database_is_a_clear_error(
     monkeypatch.setenv("BROKER_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/none")
     assert main(["keys", "show"]) == 3
     assert "database" in capsys.readouterr().err
+
+
+def test_a_bad_option_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """typer parses with a click of its own: its errors too must end as exit 2 and a message."""
+    assert main(["demo", "--meters", "5"]) == 2
+    assert "Invalid value for '--meters'" in capsys.readouterr().err
