@@ -8,8 +8,10 @@ from broker.audit import models as audit_models
 from broker.ca import models as ca_models
 from broker.consent import models as consent_models
 from broker.keys import models as keys_models
+from broker.oauth import models as oauth_models
 from broker.policy import models as policy_models
 from broker.privacy import models as privacy_models
+from broker.recipients import models as recipients_models
 from connectors.mdms import models as mdms_models
 
 metadata = SQLModel.metadata
@@ -21,6 +23,8 @@ __all__ = [
     "keys_models",
     "mdms_models",
     "metadata",
+    "oauth_models",
     "policy_models",
     "privacy_models",
+    "recipients_models",
 ]

@@ -1,0 +1,244 @@
+"""Onboarding and cutting off recipients (C3.2, R3.3): register, certify, suspend, revoke.
+
+An operator registers a recipient; the recipient submits a CSR and gets a client certificate of
+the CA whose role follows its kind. Suspension is a status the token endpoint and every token
+check read, so it bites on the next request; revocation also revokes the recipient's
+certificates in the CA, so the CRL refuses them at the handshake. Every change is audited.
+Services add and flush; the caller's transaction commits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
+from sqlmodel import Session, col, select
+
+from broker.audit.events import AuditEvent, AuditSink
+from broker.ca.authority import CertificateAuthority, Issued
+from broker.ca.models import IssuedCertificate
+from broker.errors import BrokerError, NotFound
+from broker.kit.clock import Clock, to_us
+from broker.recipients.models import Kind, Recipient, RecipientKey, Status
+
+CA_ROLE = {
+    Kind.third_party: "third-party",
+    Kind.researcher: "third-party",
+    Kind.supplier: "third-party",
+    Kind.ems: "ems",
+}
+"""The CA role a recipient's certificate carries, by kind."""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_PURPOSE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class InvalidRecipient(BrokerError):
+    """A registration or change that cannot be accepted (bad name, URL, key, state)."""
+
+
+class RecipientExists(BrokerError):
+    status_code = 409
+
+
+@dataclass(frozen=True)
+class Registration:
+    recipient_id: str
+    display_name: str
+    kind: Kind
+    purposes: Sequence[str] = ()
+    webhook_url: str | None = None
+
+
+def purposes_of(recipient: Recipient) -> list[str]:
+    value: list[str] = json.loads(recipient.purposes)
+    return value
+
+
+def ca_role(recipient: Recipient) -> str:
+    return CA_ROLE[Kind(recipient.kind)]
+
+
+def check_webhook(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise InvalidRecipient(f"webhook URL {url!r} must be an https:// URL with a host")
+    return url
+
+
+def check_registration(reg: Registration) -> None:
+    if not _NAME.match(reg.recipient_id):
+        raise InvalidRecipient(
+            f"invalid recipient id {reg.recipient_id!r}: letters, digits, '.', '_', '-' only"
+        )
+    if not reg.display_name.strip() or len(reg.display_name) > 200:
+        raise InvalidRecipient("the display name must be 1 to 200 characters")
+    bad = [p for p in reg.purposes if not _PURPOSE.match(p)]
+    if bad:
+        raise InvalidRecipient(f"invalid purpose names: {', '.join(map(repr, bad))}")
+    if reg.webhook_url is not None:
+        check_webhook(reg.webhook_url)
+
+
+def public_jwk(jwk: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The key id and public members of a JWK a recipient may sign assertions with."""
+    if any(member in jwk for member in ("d", "p", "q", "k")):
+        raise InvalidRecipient("register the public key only: the JWK holds private members")
+    try:
+        key = import_key(jwk)
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidRecipient(f"not a usable JWK: {exc}") from None
+    if not isinstance(key, ECKey | OKPKey | RSAKey):
+        raise InvalidRecipient("only EC, OKP (Ed25519) and RSA public keys are accepted")
+    if isinstance(key, RSAKey) and key.raw_value.key_size < 2048:
+        raise InvalidRecipient("RSA keys must have at least 2048 bits")
+    kid = str(jwk.get("kid") or key.thumbprint())
+    return kid, {**key.as_dict(private=False), "kid": kid}
+
+
+class Recipients:
+    def __init__(self, audit: AuditSink, clock: Clock) -> None:
+        self._audit = audit
+        self._clock = clock
+
+    def _record(self, session: Session, kind: str, actor: str, details: dict[str, Any]) -> None:
+        self._audit.record(session, [AuditEvent(f"recipient.{kind}", actor, None, details)])
+
+    def register(self, session: Session, reg: Registration, actor: str) -> Recipient:
+        check_registration(reg)
+        if session.get(Recipient, reg.recipient_id) is not None:
+            raise RecipientExists(f"recipient {reg.recipient_id} is already registered")
+        now = to_us(self._clock.now())
+        row = Recipient(
+            recipient_id=reg.recipient_id,
+            display_name=reg.display_name,
+            kind=reg.kind.value,
+            purposes=json.dumps(sorted(set(reg.purposes))),
+            webhook_url=reg.webhook_url,
+            status=Status.active.value,
+            created_us=now,
+            updated_us=now,
+        )
+        session.add(row)
+        session.flush()
+        details = {"recipient": reg.recipient_id, "kind": reg.kind.value, "purposes": row.purposes}
+        self._record(session, "registered", actor, details)
+        return row
+
+    def get(self, session: Session, recipient_id: str) -> Recipient:
+        row = session.get(Recipient, recipient_id)
+        if row is None:
+            raise NotFound(f"no recipient {recipient_id!r}")
+        return row
+
+    def find(self, session: Session, recipient_id: str) -> Recipient | None:
+        return session.get(Recipient, recipient_id)
+
+    def all(self, session: Session) -> list[Recipient]:
+        return list(session.exec(select(Recipient).order_by(col(Recipient.recipient_id))))
+
+    def issue_certificate(
+        self,
+        session: Session,
+        ca: CertificateAuthority,
+        recipient_id: str,
+        csr_pem: bytes,
+        actor: str,
+        days: int = 365,
+    ) -> Issued:
+        """A client certificate for the recipient's CSR, role by kind (active recipients)."""
+        row = self._active(session, recipient_id)
+        issued = ca.issue(
+            session,
+            self._audit,
+            role=ca_role(row),
+            name=recipient_id,
+            actor=actor,
+            csr_pem=csr_pem,
+            days=days,
+        )
+        details = {"recipient": recipient_id, "serial": issued.serial, "role": issued.role}
+        self._record(session, "certificate_issued", actor, details)
+        return issued
+
+    def add_key(
+        self, session: Session, recipient_id: str, jwk: dict[str, Any], actor: str
+    ) -> RecipientKey:
+        self._active(session, recipient_id)
+        kid, public = public_jwk(jwk)
+        if session.get(RecipientKey, (recipient_id, kid)) is not None:
+            raise RecipientExists(f"{recipient_id} already has a key {kid!r}")
+        row = RecipientKey(
+            recipient_id=recipient_id,
+            kid=kid,
+            jwk=json.dumps(public, sort_keys=True),
+            created_us=to_us(self._clock.now()),
+        )
+        session.add(row)
+        session.flush()
+        self._record(session, "key_added", actor, {"recipient": recipient_id, "kid": kid})
+        return row
+
+    def keys(self, session: Session, recipient_id: str) -> list[RecipientKey]:
+        query = select(RecipientKey).where(RecipientKey.recipient_id == recipient_id)
+        return list(session.exec(query.order_by(col(RecipientKey.kid))))
+
+    def suspend(self, session: Session, recipient_id: str, actor: str, reason: str) -> Recipient:
+        """Suspended: no token is issued and no token of it is honoured, from now on."""
+        row = self._active(session, recipient_id)
+        return self._set_status(session, row, Status.suspended, actor, reason)
+
+    def reinstate(self, session: Session, recipient_id: str, actor: str, reason: str) -> Recipient:
+        row = self.get(session, recipient_id)
+        if row.status != Status.suspended:
+            raise InvalidRecipient(f"{recipient_id} is {row.status}, not suspended")
+        return self._set_status(session, row, Status.active, actor, reason)
+
+    def revoke(
+        self,
+        session: Session,
+        ca: CertificateAuthority,
+        recipient_id: str,
+        actor: str,
+        reason: str,
+    ) -> Recipient:
+        """Revoked for good, with every live certificate of it (the CRL cuts it off)."""
+        row = self.get(session, recipient_id)
+        if row.status == Status.revoked:
+            raise InvalidRecipient(f"{recipient_id} is already revoked")
+        if _live_certificates(session, recipient_id):
+            ca.revoke(
+                session, self._audit, actor=actor, name=recipient_id, reason="cessationOfOperation"
+            )
+        return self._set_status(session, row, Status.revoked, actor, reason)
+
+    def _active(self, session: Session, recipient_id: str) -> Recipient:
+        row = self.get(session, recipient_id)
+        if row.status != Status.active:
+            raise InvalidRecipient(f"recipient {recipient_id} is {row.status}")
+        return row
+
+    def _set_status(
+        self, session: Session, row: Recipient, status: Status, actor: str, reason: str
+    ) -> Recipient:
+        before = row.status
+        row.status, row.updated_us = status.value, to_us(self._clock.now())
+        session.add(row)
+        session.flush()
+        details = {"recipient": row.recipient_id, "from": before, "reason": reason}
+        self._record(
+            session, status.value if status != Status.active else "reinstated", actor, details
+        )
+        return row
+
+
+def _live_certificates(session: Session, name: str) -> list[IssuedCertificate]:
+    query = select(IssuedCertificate).where(
+        IssuedCertificate.name == name, col(IssuedCertificate.revoked_us).is_(None)
+    )
+    return list(session.exec(query))
