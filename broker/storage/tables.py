@@ -12,6 +12,7 @@ from broker.oauth import models as oauth_models
 from broker.policy import models as policy_models
 from broker.privacy import models as privacy_models
 from broker.recipients import models as recipients_models
+from broker.release import models as release_models
 from connectors.mdms import models as mdms_models
 
 metadata = SQLModel.metadata
@@ -27,4 +28,5 @@ __all__ = [
     "policy_models",
     "privacy_models",
     "recipients_models",
+    "release_models",
 ]
