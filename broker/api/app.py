@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from broker.api.mdms import mdms_router
 from broker.api.peer import PeerDep
+from broker.api.regulator import regulator_router
 from broker.api.schemas import ErrorBody
 from broker.api.tls import RevocationCheck
 from broker.errors import BrokerError
@@ -45,6 +46,7 @@ def create_app(
     app.add_exception_handler(BrokerError, _broker_error)
     if rt is not None:
         app.include_router(mdms_router(rt, limits or Limits(limit_settings(rt.settings))))
+        app.include_router(regulator_router(rt))
 
     @app.get("/healthz", summary="Liveness, and who the server thinks you are")
     def healthz(peer: PeerDep) -> Health:
