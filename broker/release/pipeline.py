@@ -1,0 +1,413 @@
+"""One release pipeline for every path (ARCHITECTURE §1, issue 6 part 5).
+
+    facts (recipient, purpose, covering consents from the refreshed ledger)
+    → decision (its record written in the same transaction)
+    → readings through the consent-scoped repository (only after an allowing decision)
+    → tier transform with the decided tier, granularity and fields to drop
+    → release record (+ member sets as keyed hashes, + the budget spend)
+    → ONE ``release.made`` audit entry: decision id, revision, consent ids, manifest digest,
+      budget spent.
+
+``release`` runs in the caller's transaction: any failure rolls every step back, so nothing is
+released without its record and audit entry. A denial raises ``ReleaseDenied`` (403, with the
+reasons and the decision id); a refusal by the transform (budget exceeded, differencing,
+thresholds) raises ``ReleaseRefused`` (403). ``run`` opens the transaction itself and keeps the
+decision record and a ``release.refused`` audit entry of a denied or refused request (nothing
+is released), then raises.
+
+The ``privacy_spend`` row of a dp release comes with its own ``privacy.budget_spent`` entry
+(``broker.privacy.service.BudgetLedger``); the ``release.made`` entry names the same spend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import pandas as pd
+from sqlalchemy import insert, select
+from sqlmodel import Session
+
+from broker.audit.events import AuditEvent, AuditSink
+from broker.consent.service import ConsentService
+from broker.consent.wiring import open_consents
+from broker.errors import Forbidden
+from broker.kit.canonical import canonical_text
+from broker.kit.clock import Clock, from_us, to_us
+from broker.kit.ids import SubjectHasher, new_id
+from broker.policy.decision import Decision, DecisionPoint, Facts, ReleaseRequest
+from broker.policy.facts import covering_consents
+from broker.policy.service import open_decision_point
+from broker.privacy.service import BudgetLedger, PseudonymKeys, load_pseudonym_master
+from broker.recipients.models import Recipient
+from broker.release.models import ReleaseGroup, ReleaseRecord
+from broker.release.repository import ReadingsRepository
+from broker.runtime import Runtime
+from broker.storage.db import Database
+from deidentify.aggregate import MemberSet, PastRelease
+from deidentify.dp import BudgetRules, BudgetSpend
+from deidentify.errors import DeidentifyError
+from deidentify.frames import CUSTOMER, METER
+from deidentify.generalise import DEFAULT_K
+from deidentify.manifest import ReleaseManifest
+from deidentify.pseudonym import PseudonymKey
+from deidentify.tiers import GRANULARITY_S, TierParams, transform
+
+RELEASES = ReleaseRecord.metadata.tables["release"]
+GROUPS = ReleaseGroup.metadata.tables["release_group"]
+
+
+class ReleaseDenied(Forbidden):
+    """The policy denied the release; nothing was read."""
+
+    def __init__(self, decision: Decision) -> None:
+        codes = ", ".join(r.code for r in decision.reasons) or "denied"
+        super().__init__(f"release denied by decision {decision.decision_id}: {codes}")
+        self.decision_id = decision.decision_id
+        self.reasons = decision.reasons
+
+
+class ReleaseRefused(Forbidden):
+    """The policy allowed it but the tier cannot release it (budget, differencing, k, data)."""
+
+    def __init__(self, decision: Decision, why: str) -> None:
+        super().__init__(f"release refused under decision {decision.decision_id}: {why}")
+        self.decision_id = decision.decision_id
+
+
+@dataclass(frozen=True)
+class RecipientInfo:
+    kind: str
+    status: str
+
+
+class RecipientDirectory(Protocol):
+    def describe(self, session: Session, recipient_id: str) -> RecipientInfo | None: ...
+
+
+class RegistryDirectory:
+    """Recipients from the registry (``broker.recipients``); unknown → None (denied)."""
+
+    def describe(self, session: Session, recipient_id: str) -> RecipientInfo | None:
+        row = session.get(Recipient, recipient_id)
+        return None if row is None else RecipientInfo(row.kind, row.status)
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    groups: tuple[str, ...] = ()
+    """Aggregate requests: the feeders to cover."""
+    epsilon: float = 1.0
+    delta: float = 0.0
+    feed_id: str | None = None
+    actor: str | None = None
+    """Audit actor; ``recipient:<id>`` when None."""
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    budget: BudgetRules = field(default_factory=BudgetRules)
+    k: int = DEFAULT_K
+    residential: bool = True
+    peak_kw: float = 8.0
+    """dp: the per-interval clipping bound as a power (8 kW: 2 000 Wh a quarter-hour), turned
+    into ``interval_wh`` for the released interval; the day bound stays ``DAY_WH``."""
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    release_id: str
+    decision: Decision
+    tier: str
+    granularity: str
+    frame: pd.DataFrame
+    manifest: ReleaseManifest
+    manifest_digest: str
+    rows: int
+    at: datetime
+    spend: BudgetSpend | None = None
+    audit_seq: int | None = None
+
+
+def manifest_text(manifest: ReleaseManifest) -> str:
+    return canonical_text(manifest.as_json())
+
+
+class ReleasePipeline:
+    def __init__(
+        self,
+        decisions: DecisionPoint,
+        consents: ConsentService,
+        repository: ReadingsRepository,
+        pseudonyms: PseudonymKeys,
+        budget: BudgetLedger,
+        recipients: RecipientDirectory,
+        audit: AuditSink,
+        clock: Clock,
+        hasher: SubjectHasher,
+        config: ReleaseConfig | None = None,
+    ) -> None:
+        self.decisions = decisions
+        self.consents = consents
+        self.repository = repository
+        self.pseudonyms = pseudonyms
+        self.budget = budget
+        self.recipients = recipients
+        self.audit = audit
+        self.clock = clock
+        self.hasher = hasher
+        self.config = config or ReleaseConfig()
+
+    def request_for(
+        self,
+        session: Session,
+        recipient_id: str,
+        purpose: str,
+        categories: Sequence[str],
+        granularity: str,
+        period_from: datetime,
+        period_to: datetime,
+        subject: str | None = None,
+        tier: str | None = None,
+    ) -> ReleaseRequest:
+        """A request with the recipient's kind and status from the directory (an unknown
+        recipient is asked as kind ``unknown``, status ``unknown``: the policy denies it)."""
+        info = self.recipients.describe(session, recipient_id) or RecipientInfo(
+            "unknown", "unknown"
+        )
+        return ReleaseRequest(
+            recipient_id, info.kind, purpose, tuple(categories), granularity,
+            period_from, period_to, subject, info.status, tier,
+        )  # fmt: skip
+
+    def run(
+        self, db: Database, request: ReleaseRequest, options: ReleaseOptions | None = None
+    ) -> ReleaseResult:
+        """``release`` in a transaction of its own; a denial or refusal keeps its decision
+        record and audit entry (nothing is released), then raises."""
+        stopped: ReleaseDenied | ReleaseRefused | None = None
+        with db.transaction() as session:
+            try:
+                return self.release(session, request, options)
+            except (ReleaseDenied, ReleaseRefused) as exc:
+                stopped = exc
+        raise stopped
+
+    def release(
+        self, session: Session, request: ReleaseRequest, options: ReleaseOptions | None = None
+    ) -> ReleaseResult:
+        options = options or ReleaseOptions()
+        at = self.clock.now()
+        state = self.consents.refresh(session)
+        decision = self.decisions.decide(Facts(request, covering_consents(state, request, at), at))
+        self.decisions.flush(session)
+        actor = options.actor or f"recipient:{request.recipient_id}"
+        subject = None if request.subject is None else self.hasher(request.subject)
+        if not decision.allow:
+            self._refused(session, request, decision, actor, subject, "denied")
+            raise ReleaseDenied(decision)
+        assert decision.tier is not None and decision.granularity is not None
+        if request.subject is not None:
+            readings, households = self.repository.household(
+                session, decision, request.subject, request.period_from, request.period_to
+            )
+        else:
+            readings, households = self.repository.aggregate(
+                session, decision, options.groups, request.period_from, request.period_to
+            )
+        params = self._params(session, request, decision, options, at)
+        try:
+            made = transform(decision.tier, readings, households, params)
+        except DeidentifyError as exc:
+            self._refused(session, request, decision, actor, subject, str(exc))
+            raise ReleaseRefused(decision, str(exc)) from exc
+        return self._record(session, request, decision, options, made, at, actor, subject)
+
+    def _params(
+        self,
+        session: Session,
+        request: ReleaseRequest,
+        decision: Decision,
+        options: ReleaseOptions,
+        at: datetime,
+    ) -> TierParams:
+        assert decision.tier is not None and decision.granularity is not None
+        key: PseudonymKey | None = None
+        history: tuple[PastRelease, ...] = ()
+        ledger: tuple[BudgetSpend, ...] = ()
+        recipient = request.recipient_id
+        if decision.tier == "pseudonymised":
+            dk = self.pseudonyms.key_for(session, recipient)
+            key = PseudonymKey(dk.domain, dk.key, dk.version)
+        elif decision.tier == "aggregated":
+            history = self._history(session, recipient, request.period_from, request.period_to)
+        elif decision.tier == "dp":
+            days = max(1, self.config.budget.window.days)
+            ledger = tuple(
+                BudgetSpend(recipient, r["at"], r["epsilon"], r["delta"], r["mechanism"],
+                            r["privacy_unit"])
+                for r in self.budget.window(session, recipient, days)
+            )  # fmt: skip
+        fields_drop: tuple[str, ...] = decision.fields_drop
+        if decision.tier == "pseudonymised":
+            # the catalogue lists the identifiers among the fields to drop because the tier's
+            # obligation replaces them by the recipient domain's pseudonyms: keep the pseudonyms
+            fields_drop = tuple(f for f in fields_drop if f not in (METER, CUSTOMER))
+        return TierParams(
+            granularity=decision.granularity,
+            fields_drop=fields_drop,
+            pseudonym_key=key,
+            k=self.config.k,
+            recipient=recipient,
+            residential=self.config.residential,
+            history=history,
+            at=at,
+            ledger=ledger,
+            interval_wh=self.config.peak_kw * GRANULARITY_S[decision.granularity] / 3.6,
+            epsilon=options.epsilon,
+            delta=options.delta,
+            budget=self.config.budget,
+        )
+
+    def _history(
+        self, session: Session, recipient: str, period_from: datetime, period_to: datetime
+    ) -> tuple[PastRelease, ...]:
+        """Earlier member sets to ``recipient`` overlapping the period (keyed hashes)."""
+        rows = session.execute(
+            select(GROUPS).where(
+                GROUPS.c.recipient == recipient,
+                GROUPS.c.end_us > to_us(period_from),
+                GROUPS.c.start_us < to_us(period_to),
+            )
+        )
+        sets: defaultdict[str, list[MemberSet]] = defaultdict(list)
+        for row in rows:
+            sets[row.release_id].append(
+                MemberSet(
+                    row.group_name,
+                    pd.Timestamp(from_us(row.start_us)),
+                    pd.Timestamp(from_us(row.end_us)),
+                    frozenset(json.loads(row.members_json)),
+                )
+            )
+        return tuple(PastRelease(rid, recipient, tuple(s)) for rid, s in sorted(sets.items()))
+
+    def _refused(
+        self,
+        session: Session,
+        request: ReleaseRequest,
+        decision: Decision,
+        actor: str,
+        subject: str | None,
+        why: str,
+    ) -> None:
+        details = {
+            "recipient": request.recipient_id,
+            "purpose": request.purpose,
+            "decision_id": decision.decision_id,
+            "revision": decision.revision,
+            "reasons": [r.code for r in decision.reasons] if not decision.allow else [],
+            "why": why[:500],
+        }
+        self.audit.record(session, [AuditEvent("release.refused", actor, subject, details)])
+
+    def _record(
+        self,
+        session: Session,
+        request: ReleaseRequest,
+        decision: Decision,
+        options: ReleaseOptions,
+        made: Any,
+        at: datetime,
+        actor: str,
+        subject: str | None,
+    ) -> ReleaseResult:
+        assert decision.tier is not None and decision.granularity is not None
+        release_id = new_id("rl")
+        text = manifest_text(made.manifest)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        rows = len(made.frame)
+        session.execute(
+            insert(RELEASES).values(
+                release_id=release_id,
+                recipient=request.recipient_id,
+                purpose=request.purpose,
+                decision_id=decision.decision_id,
+                revision=decision.revision,
+                consent_ids=json.dumps(list(decision.consent_ids)),
+                tier=decision.tier,
+                manifest_json=text,
+                manifest_digest=digest,
+                rows=rows,
+                feed_id=options.feed_id,
+                at_us=to_us(at),
+            )
+        )
+        members: tuple[MemberSet, ...] = made.members
+        if members:
+            session.execute(
+                insert(GROUPS),
+                [
+                    {
+                        "release_id": release_id,
+                        "seq": i,
+                        "recipient": request.recipient_id,
+                        "group_name": m.group,
+                        "start_us": to_us(m.start.to_pydatetime()),
+                        "end_us": to_us(m.end.to_pydatetime()),
+                        "members_json": json.dumps(sorted(m.members)),
+                    }
+                    for i, m in enumerate(members)
+                ],
+            )
+        spend: BudgetSpend | None = made.spend
+        budget: dict[str, str] | None = None
+        if spend is not None:
+            self.budget.record(
+                session, spend.recipient, release_id, spend.epsilon, spend.delta,
+                spend.mechanism, spend.privacy_unit, actor, at=spend.at,
+            )  # fmt: skip
+            budget = {"epsilon": str(spend.epsilon), "delta": str(spend.delta)}
+        details: dict[str, Any] = {
+            "release_id": release_id,
+            "recipient": request.recipient_id,
+            "purpose": request.purpose,
+            "tier": decision.tier,
+            "granularity": decision.granularity,
+            "decision_id": decision.decision_id,
+            "revision": decision.revision,
+            "consent_ids": list(decision.consent_ids),
+            "manifest_sha256": digest,
+            "rows": rows,
+            "budget_spent": budget,
+            "feed_id": options.feed_id,
+        }
+        seq = self.audit.record(session, [AuditEvent("release.made", actor, subject, details)])
+        return ReleaseResult(
+            release_id, decision, decision.tier, decision.granularity, made.frame, made.manifest,
+            digest, rows, at, spend, seq[0] if seq else None,
+        )  # fmt: skip
+
+
+def open_pipeline(
+    rt: Runtime, recipients: RecipientDirectory | None = None, config: ReleaseConfig | None = None
+) -> ReleasePipeline:
+    """The pipeline of a runtime (``broker.runtime.Runtime``): the active policy revision, the
+    consent service, the pseudonym master key and the budget ledger."""
+    return ReleasePipeline(
+        open_decision_point(rt.settings, rt.audit, rt.clock, rt.hasher),
+        open_consents(rt),
+        ReadingsRepository(rt.data_keys, rt.hasher),
+        PseudonymKeys(load_pseudonym_master(rt.settings), rt.audit, rt.clock),
+        BudgetLedger(rt.audit, rt.clock),
+        recipients or RegistryDirectory(),
+        rt.audit,
+        rt.clock,
+        rt.hasher,
+        config,
+    )
