@@ -1,0 +1,174 @@
+"""The recipients registry over HTTPS (C3.2, R3.3): onboarding and cutting off recipients.
+
+Management needs an ``operator`` or ``broker`` certificate; a recipient may read its own record
+and register its own assertion keys. Request bodies forbid unknown fields (no mass assignment:
+status and times are never taken from a body).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, ConfigDict, Field
+
+from broker.api.peer import PeerDep
+from broker.api.schemas import ErrorBody
+from broker.api.tls import Peer
+from broker.ca.service import open_ca
+from broker.errors import Forbidden
+from broker.kit.clock import from_us, to_rfc3339
+from broker.recipients.models import Kind, Recipient
+from broker.recipients.service import Recipients, Registration, purposes_of
+from broker.runtime import Runtime
+
+MANAGERS = ("operator", "broker")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409)
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecipientCreate(Strict):
+    recipient_id: str = Field(max_length=100)
+    display_name: str = Field(max_length=200)
+    kind: Kind
+    purposes: list[str] = Field(default_factory=list, max_length=50)
+    webhook_url: str | None = Field(default=None, max_length=2000)
+
+
+class RecipientPublic(BaseModel):
+    recipient_id: str
+    display_name: str
+    kind: str
+    purposes: list[str]
+    webhook_url: str | None
+    status: str
+    created: str
+    updated: str
+
+
+class CsrIn(Strict):
+    csr_pem: str = Field(max_length=16_384)
+    days: int = Field(default=365, ge=1, le=825)
+
+
+class CertificateOut(BaseModel):
+    serial: str
+    role: str
+    certificate_pem: str
+
+
+class Reason(Strict):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class KeyOut(BaseModel):
+    kid: str
+
+
+def public(row: Recipient) -> RecipientPublic:
+    return RecipientPublic(
+        recipient_id=row.recipient_id,
+        display_name=row.display_name,
+        kind=row.kind,
+        purposes=purposes_of(row),
+        webhook_url=row.webhook_url,
+        status=row.status,
+        created=to_rfc3339(from_us(row.created_us)),
+        updated=to_rfc3339(from_us(row.updated_us)),
+    )
+
+
+def _manager(peer: Peer) -> None:
+    if peer.role not in MANAGERS:
+        raise Forbidden(f"{peer.name} (role {peer.role}) may not manage recipients")
+
+
+def _manager_or_self(peer: Peer, recipient_id: str) -> None:
+    if peer.role not in MANAGERS and peer.name != recipient_id:
+        raise Forbidden(f"{peer.name} may not act on recipient {recipient_id}")
+
+
+def recipients_router(rt: Runtime) -> APIRouter:
+    router = APIRouter(prefix="/v1/recipients", tags=["recipients"], responses=_ERRORS)
+    service = Recipients(rt.audit, rt.clock)
+
+    def actor(peer: Peer) -> str:
+        return f"cert:{peer.name}"
+
+    @router.post("", status_code=201, summary="Register a recipient (operator)")
+    async def register(body: RecipientCreate, peer: PeerDep) -> RecipientPublic:
+        """Register a recipient (operator)."""
+        _manager(peer)
+        reg = Registration(**body.model_dump())
+
+        def run() -> RecipientPublic:
+            with rt.db.transaction() as session:
+                return public(service.register(session, reg, actor(peer)))
+
+        return await anyio.to_thread.run_sync(run)
+
+    @router.get("", summary="List recipients (operator)")
+    def list_all(peer: PeerDep) -> list[RecipientPublic]:
+        """List recipients (operator)."""
+        _manager(peer)
+        with rt.db.transaction() as session:
+            return [public(row) for row in service.all(session)]
+
+    @router.get("/{recipient_id}", summary="One recipient (operator, or the recipient itself)")
+    def show(recipient_id: str, peer: PeerDep) -> RecipientPublic:
+        """One recipient (operator, or the recipient itself)."""
+        _manager_or_self(peer, recipient_id)
+        with rt.db.transaction() as session:
+            return public(service.get(session, recipient_id))
+
+    @router.post("/{recipient_id}/certificate", summary="Certify a recipient's CSR")
+    def certify(recipient_id: str, body: CsrIn, peer: PeerDep) -> CertificateOut:
+        """Certify a recipient's CSR (operator; or the recipient renewing its own)."""
+        _manager_or_self(peer, recipient_id)
+        with rt.db.transaction() as session:
+            issued = service.issue_certificate(
+                session, open_ca(rt), recipient_id, body.csr_pem.encode(), actor(peer), body.days
+            )
+        return CertificateOut(
+            serial=issued.serial, role=issued.role, certificate_pem=issued.cert_path.read_text()
+        )
+
+    @router.post("/{recipient_id}/keys", status_code=201, summary="Register a public JWK")
+    def add_key(recipient_id: str, jwk: Annotated[dict[str, Any], Body()], peer: PeerDep) -> KeyOut:
+        """Register a public JWK for private_key_jwt (operator, or the recipient itself)."""
+        _manager_or_self(peer, recipient_id)
+        if len(json.dumps(jwk)) > 8192:
+            raise Forbidden("a JWK of more than 8 KiB is refused")
+        with rt.db.transaction() as session:
+            return KeyOut(kid=service.add_key(session, recipient_id, jwk, actor(peer)).kid)
+
+    @router.post("/{recipient_id}/suspend", summary="Suspend: refused from the next request")
+    def suspend(recipient_id: str, body: Reason, peer: PeerDep) -> RecipientPublic:
+        """Suspend: no token is issued or honoured from the next request (operator)."""
+        _manager(peer)
+        with rt.db.transaction() as session:
+            return public(service.suspend(session, recipient_id, actor(peer), body.reason))
+
+    @router.post("/{recipient_id}/reinstate", summary="Lift a suspension (operator)")
+    def reinstate(recipient_id: str, body: Reason, peer: PeerDep) -> RecipientPublic:
+        """Lift a suspension (operator)."""
+        _manager(peer)
+        with rt.db.transaction() as session:
+            return public(service.reinstate(session, recipient_id, actor(peer), body.reason))
+
+    @router.post("/{recipient_id}/revoke", summary="Revoke for good, with its certificates")
+    def revoke(recipient_id: str, body: Reason, peer: PeerDep) -> RecipientPublic:
+        """Revoke for good; its certificates are revoked and the CRL republished (operator)."""
+        _manager(peer)
+        with rt.db.transaction() as session:
+            row = service.revoke(session, open_ca(rt), recipient_id, actor(peer), body.reason)
+            return public(row)
+
+    return router
