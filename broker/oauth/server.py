@@ -142,7 +142,7 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
     def verify_claims(self, claims: Any) -> None:
         exp = claims.get("exp")
         latest = self._clock.now().timestamp() + self._settings.assertion_max_s + self.leeway
-        if isinstance(exp, int) and exp > latest:
+        if isinstance(exp, int | float) and exp > latest:  # a float exp is no way around it
             raise InvalidClientError(
                 description=f"the assertion's exp is more than "
                 f"{self._settings.assertion_max_s} s ahead"
