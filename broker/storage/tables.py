@@ -10,6 +10,7 @@ from broker.consent import models as consent_models
 from broker.keys import models as keys_models
 from broker.oauth import models as oauth_models
 from broker.policy import models as policy_models
+from broker.portal import models as portal_models
 from broker.privacy import models as privacy_models
 from broker.recipients import models as recipients_models
 from broker.release import models as release_models
@@ -26,6 +27,7 @@ __all__ = [
     "metadata",
     "oauth_models",
     "policy_models",
+    "portal_models",
     "privacy_models",
     "recipients_models",
     "release_models",

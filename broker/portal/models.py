@@ -1,0 +1,43 @@
+"""Tables of the customer portal: local accounts, authorization codes, redirect URIs.
+
+Passwords are stored only as argon2id hashes; codes only as SHA-256 of the code (a database
+reader cannot redeem one), single use, minutes long, bound to the consent they were issued for
+and to the PKCE challenge of the client that asked.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Column, Integer, String, Text
+from sqlmodel import Field, SQLModel
+
+
+class CustomerAccount(SQLModel, table=True):
+    __tablename__ = "customer_account"
+
+    username: str = Field(sa_column=Column(String(64), primary_key=True))
+    customer_ref: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    password_hash: str = Field(sa_column=Column(String(256), nullable=False))
+    failed_logins: int = Field(sa_column=Column(Integer, nullable=False))
+    locked_until_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class AuthCode(SQLModel, table=True):
+    __tablename__ = "oauth_code"
+
+    code_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    client_id: str = Field(sa_column=Column(String(120), nullable=False))
+    customer_ref: str = Field(sa_column=Column(String(64), nullable=False))
+    redirect_uri: str = Field(sa_column=Column(Text, nullable=False))
+    code_challenge: str = Field(sa_column=Column(String(128), nullable=False))
+    consent_id: str = Field(sa_column=Column(String(64), nullable=False))
+    scope: str = Field(sa_column=Column(Text, nullable=False))
+    expires_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+    used: bool = Field(sa_column=Column(Boolean, nullable=False))
+
+
+class RedirectUri(SQLModel, table=True):
+    __tablename__ = "oauth_redirect_uri"
+
+    client_id: str = Field(sa_column=Column(String(120), primary_key=True))
+    uri: str = Field(sa_column=Column(String(512), primary_key=True))

@@ -1,0 +1,371 @@
+"""The customer portal's HTTPS app: sign-in, the consent page, and the customer's own API.
+
+Server-rendered HTML that works without JavaScript. Customers have no client certificates, so
+the portal listens on its own TLS endpoint that authenticates the server only; customers
+authenticate with their account. Sessions are HMAC-signed cookies (HttpOnly, Secure,
+SameSite=Lax so the redirect from a third party's site keeps the session; every POST carries
+a CSRF token bound to the session). A customer reaches only their own data (C2.2): every
+``/me`` route takes the customer from the session, never from the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import secrets
+import time
+from contextlib import suppress
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Cookie, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from broker.api.schemas import ErrorBody
+from broker.consent.wiring import open_consents
+from broker.errors import BrokerError, Forbidden, KeyError_, NotFound
+from broker.keys.files import read_b64_key, require_dir, write_b64_key
+from broker.kit.clock import to_rfc3339
+from broker.policy.service import active_vocabulary
+from broker.portal.accounts import Accounts, SignInFailed, attempt
+from broker.portal.flow import AuthorizeError, ConsentAsk, check_request, issue_code, narrowed
+from broker.recipients.service import Recipients
+from broker.regulator import AuditQuery, audit_entries
+from broker.runtime import Runtime
+from connectors.mdms.models import Meter
+from connectors.mdms.readings import StoredDay, read_days
+from consent_ledger import ConsentRequest, notice_hash
+
+COOKIE = "broker_session"
+CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https:"
+SESSION_S = 1800
+CSS = "body{font-family:sans-serif;max-width:40em;margin:2em auto;line-height:1.5}"
+PLAIN = {
+    "15min": "every quarter of an hour",
+    "30min": "every half hour",
+    "hourly": "every hour",
+    "daily": "once a day",
+    "monthly": "once a month",
+}
+
+
+class NotSignedIn(BrokerError):
+    status_code = 401
+
+
+def session_key_path(rt: Runtime) -> Path:
+    return rt.settings.keys_dir / "portal-session.key"
+
+
+def _session_key(rt: Runtime) -> bytes:
+    path = session_key_path(rt)
+    if not path.exists():
+        require_dir(rt.settings.keys_dir)
+        with suppress(KeyError_):
+            write_b64_key(path, secrets.token_bytes(32))
+    return read_b64_key(rt.settings, path)
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
+        f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>",
+        status_code=status,
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": CSP,
+        },
+    )
+
+
+def portal_app(rt: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="Smart-meter data broker: customer portal",
+        version="0.1.0",
+        responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
+    )
+    key = _session_key(rt)
+    accounts = Accounts(rt.audit, rt.clock, rt.hasher)
+    consents = open_consents(rt)
+    recipients = Recipients(rt.audit, rt.clock)
+
+    def sign(value: str) -> str:
+        mac = hmac.new(key, value.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def make_cookie(customer: str) -> str:
+        payload = f"{customer}|{int(time.time()) + SESSION_S}"
+        return base64.urlsafe_b64encode(payload.encode()).decode() + "." + sign(payload)
+
+    def customer_of(cookie: str | None) -> str:
+        if not cookie or "." not in cookie:
+            raise NotSignedIn("sign in first")
+        encoded, mac = cookie.rsplit(".", 1)
+        try:
+            payload = base64.urlsafe_b64decode(encoded.encode()).decode()
+            customer, expires = payload.rsplit("|", 1)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise NotSignedIn("sign in again") from exc
+        if not hmac.compare_digest(sign(payload), mac) or int(expires) < time.time():
+            raise NotSignedIn("your session has ended; sign in again")
+        return customer
+
+    def csrf(cookie: str, what: str) -> str:
+        return sign(f"csrf|{cookie}|{what}")
+
+    async def _error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BrokerError)
+        if isinstance(exc, AuthorizeError | SignInFailed | NotSignedIn):
+            return _page("Cannot continue", f"<p>{html.escape(exc.message)}</p>", exc.status_code)
+        return JSONResponse(
+            ErrorBody(error=type(exc).__name__, detail=exc.message).model_dump(),
+            status_code=exc.status_code,
+        )
+
+    app.add_exception_handler(BrokerError, _error)
+
+    def ask_of(params: dict[str, str]) -> ConsentAsk:
+        vocab = active_vocabulary(rt.settings, rt.audit, rt.clock)
+        with rt.db.transaction() as session:
+            ask = check_request(session, params, set(vocab.purposes), set(vocab.categories))
+            recipient = recipients.find(session, ask.client_id)
+        if recipient is None or recipient.status != "active":
+            raise AuthorizeError("this service is not registered with the broker, or is suspended")
+        return ask
+
+    @app.get(
+        "/oauth/authorize", response_class=HTMLResponse, summary="Consent request (OAuth 2.0, PKCE)"
+    )
+    def authorize(
+        request: Request, broker_session: Annotated[str | None, Cookie()] = None
+    ) -> Response:
+        params = dict(request.query_params)
+        ask = ask_of(params)
+        try:
+            customer = customer_of(broker_session)
+        except NotSignedIn:
+            return _login_form(urlencode(params))
+        assert broker_session is not None
+        with rt.db.transaction() as session:
+            recipient = recipients.get(session, ask.client_id)
+        return _consent_page(
+            ask,
+            recipient.display_name,
+            customer,
+            urlencode(params),
+            csrf(broker_session, urlencode(params)),
+        )
+
+    @app.post("/login", response_class=HTMLResponse, summary="Sign in")
+    def login(
+        username: Annotated[str, Form()],
+        password: Annotated[str, Form()],
+        next: Annotated[str, Form()] = "",
+    ) -> Response:
+        customer = attempt(rt.db.transaction, accounts, username, password)
+        target = "/oauth/authorize?" + next if next else "/me"
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            make_cookie(customer),
+            max_age=SESSION_S,
+            secure=True,
+            httponly=True,
+            samesite="lax",
+        )
+        return response
+
+    @app.post("/oauth/authorize/decision", summary="Approve, narrow or deny a consent request")
+    def decision(
+        query: Annotated[str, Form()],
+        token: Annotated[str, Form()],
+        action: Annotated[str, Form()],
+        categories: Annotated[list[str] | None, Form()] = None,
+        granularity: Annotated[str, Form()] = "",
+        days: Annotated[int, Form()] = 1,
+        broker_session: Annotated[str | None, Cookie()] = None,
+    ) -> Response:
+        customer = customer_of(broker_session)
+        assert broker_session is not None
+        if not hmac.compare_digest(csrf(broker_session, query), token):
+            raise Forbidden("the form is stale or not ours; start again")
+        params = dict(parse_qsl(query))
+        ask = ask_of(params)
+        if action != "approve":
+            return _back(ask, {"error": "access_denied"})
+        given = narrowed(ask, categories or [], granularity, days)
+        notice = _notice_text(given)
+        now = rt.clock.now()
+        with rt.db.transaction() as session:
+            appended = consents.give(
+                session,
+                ConsentRequest(
+                    customer=customer,
+                    recipient=given.client_id,
+                    purposes=(given.purpose,),
+                    categories=given.categories,
+                    granularity=given.granularity,
+                    expires_at=now + timedelta(days=given.days),
+                    notice_hash=notice_hash(notice.encode()),
+                    collection_method="oauth_consent_page",
+                    controller="utility.example",
+                    history_days=30,
+                    identified=True,
+                    explicit=True,
+                ),
+                f"customer:{rt.hasher(customer)}",
+            )
+            code = issue_code(session, rt.clock, given, customer, appended.event.consent_id)
+        return _back(given, {"code": code})
+
+    @app.post("/logout", summary="Sign out")
+    def logout() -> Response:
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    app.include_router(_me_router(rt, customer_of, csrf))
+    return app
+
+
+def _back(ask: ConsentAsk, params: dict[str, str]) -> RedirectResponse:
+    if ask.state:
+        params = {**params, "state": ask.state}
+    return RedirectResponse(f"{ask.redirect_uri}?{urlencode(params)}", status_code=303)
+
+
+def _notice_text(ask: ConsentAsk) -> str:
+    return (
+        f"{ask.client_id} may receive your {', '.join(ask.categories)} data "
+        f"{PLAIN.get(ask.granularity, ask.granularity)}, for {ask.purpose.replace('_', ' ')}, "
+        f"for {ask.days} days. You can withdraw at any time."
+    )
+
+
+def _login_form(query: str) -> HTMLResponse:
+    return _page(
+        "Sign in to your energy account",
+        (
+            "<form method=post action=/login>"
+            "<p><label>Username <input name=username autocomplete=username required></label></p>"
+            "<p><label>Password <input name=password type=password"
+            " autocomplete=current-password required></label></p>"
+            f'<input type=hidden name=next value="{html.escape(query)}">'
+            "<p><button>Sign in</button></p></form>"
+        ),
+    )
+
+
+def _consent_page(ask: ConsentAsk, who: str, customer: str, query: str, token: str) -> HTMLResponse:
+    boxes = "".join(
+        f"<li><label><input type=checkbox name=categories value={html.escape(c)} checked> "
+        f"{html.escape(c.replace('_', ' '))}</label></li>"
+        for c in ask.categories
+    )
+    options = "".join(
+        f"<option value={g}{' selected' if g == ask.granularity else ''}>{PLAIN[g]}</option>"
+        for g in ("15min", "30min", "hourly", "daily", "monthly")
+        if list(PLAIN).index(g) >= list(PLAIN).index(ask.granularity)
+    )
+    body = (
+        f"<p><strong>{html.escape(who)}</strong> asks to receive data from your smart meter.</p>"
+        f"<p><strong>For what:</strong> {html.escape(ask.purpose.replace('_', ' '))}.</p>"
+        f"<form method=post action=/oauth/authorize/decision>"
+        f"<p><strong>What:</strong></p><ul>{boxes}</ul>"
+        f"<p><strong>How fine:</strong> <select name=granularity>{options}</select></p>"
+        f"<p><strong>How long:</strong> <input name=days type=number min=1"
+        f" max={ask.days} value={ask.days}> days"
+        f" (you can withdraw at any time).</p>"
+        f"<p>It is your data: the service gets nothing else, and you can see who received what.</p>"
+        f'<input type=hidden name=query value="{html.escape(query)}">'
+        f'<input type=hidden name=token value="{html.escape(token)}">'
+        f"<p><button name=action value=approve>Allow</button> "
+        f"<button name=action value=deny>Deny</button></p></form>"
+    )
+    del customer
+    return _page("Share your energy data?", body)
+
+
+def _me_router(rt: Runtime, customer_of: Any, csrf: Any) -> APIRouter:
+    router = APIRouter(prefix="/me", tags=["customer"])
+    consents = open_consents(rt)
+
+    @router.get("/consents", summary="Your consents")
+    def my_consents(broker_session: Annotated[str | None, Cookie()] = None) -> list[dict[str, Any]]:
+        customer = customer_of(broker_session)
+        with rt.db.transaction() as session:
+            state = consents.refresh(session)
+            now = rt.clock.now()
+            return [
+                {
+                    "consent_id": r.terms.consent_id,
+                    "recipient": r.terms.recipient,
+                    "purposes": list(r.terms.purposes),
+                    "categories": list(r.terms.categories),
+                    "granularity": r.terms.granularity,
+                    "expires_at": to_rfc3339(r.terms.expires_at),
+                    "status": str(r.status),
+                    "in_force": str(r.status) == "active" and now < r.terms.expires_at,
+                }
+                for r in state.records()
+                if r.terms.customer == customer
+            ]
+
+    @router.post(
+        "/consents/{consent_id}/withdraw", summary="Withdraw a consent (effective at once)"
+    )
+    def withdraw(
+        consent_id: str, broker_session: Annotated[str | None, Cookie()] = None
+    ) -> dict[str, str]:
+        customer = customer_of(broker_session)
+        with rt.db.transaction() as session:
+            record = consents.refresh(session).get(consent_id)
+            if record is None or record.terms.customer != customer:
+                raise NotFound(f"you have no consent {consent_id}")
+            consents.withdraw(session, consent_id, f"customer:{rt.hasher(customer)}")
+        return {"consent_id": consent_id, "status": "withdrawn"}
+
+    @router.get("/access", summary="Who received what, when, why, under which decision")
+    def access(
+        broker_session: Annotated[str | None, Cookie()] = None,
+        after_seq: int = -1,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        customer = customer_of(broker_session)
+        query = AuditQuery(subject=rt.hasher(customer), after_seq=after_seq, limit=min(limit, 500))
+        with rt.db.transaction() as session:
+            entries, cursor = audit_entries(session, query)
+        return {"entries": entries, "next_after_seq": cursor}
+
+    @router.get("/usage", summary="Your own readings of one day")
+    def usage(day: date, broker_session: Annotated[str | None, Cookie()] = None) -> dict[str, Any]:
+        customer = customer_of(broker_session)
+        table = Meter.metadata.tables["meter"]
+        number = (day - date(1970, 1, 1)).days
+        with rt.db.transaction() as session:
+            meters = [
+                m
+                for (m,) in session.execute(
+                    select(table.c.meter_id).where(table.c.customer_ref == customer)
+                )
+            ]
+            days = {m: read_days(session, rt.data_keys, m, number, number) for m in meters}
+        return {"day": day.isoformat(), "meters": {m: _plain(d) for m, d in days.items()}}
+
+    del csrf
+    return router
+
+
+def _plain(days: list[StoredDay]) -> list[dict[str, Any]]:
+    """Interval ends and Wh of the stored days, as the customer reads them."""
+    return [
+        {"end": to_rfc3339(datetime.fromtimestamp(int(end), tz=UTC)), "wh": int(value)}
+        for stored in days
+        for end, value in zip(stored.readings.end_s, stored.readings.value, strict=True)
+    ]
