@@ -1,0 +1,72 @@
+"""Pull-feed routes: ``POST /v1/feeds``, ``GET /v1/feeds/{id}``, ``GET /v1/feeds/{id}/data``,
+``DELETE /v1/feeds/{id}``.
+
+The router takes the dependency that names the calling recipient: OAuth's bound-token
+dependency when it is wired in (``broker.oauth``), the client certificate's name until then. A
+recipient reaches only its own feeds; another's answers 404, as if it did not exist.
+
+No ``from __future__ import annotations`` here: FastAPI resolves the routes' annotations, and
+the recipient dependency is local to the factory.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from broker.release.feeds import MAX_DAYS, FeedService, FeedSpec
+
+
+class FeedCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # no mass assignment (recipient, status, ...)
+
+    purpose: str = Field(max_length=64)
+    categories: list[str] = Field(min_length=1, max_length=8)
+    granularity: str = Field(max_length=16)
+    scope: str = Field(pattern="^(subject|aggregate)$")
+    format: str = Field(default="json", max_length=16)
+    subject: str | None = Field(default=None, max_length=64)
+    groups: list[str] = Field(default_factory=list, max_length=1000)
+    tier: str | None = Field(default=None, max_length=16)
+    period_from: datetime | None = None
+    period_to: datetime | None = None
+
+
+def feeds_router(service: FeedService, recipient: Callable[..., str]) -> APIRouter:
+    router = APIRouter(prefix="/v1/feeds", tags=["feeds"])
+    Recipient = Annotated[str, Depends(recipient)]
+
+    @router.post("", status_code=201, summary="Subscribe to a feed")
+    def subscribe(body: FeedCreate, who: Recipient) -> dict[str, Any]:
+        spec = FeedSpec(
+            body.purpose, tuple(body.categories), body.granularity, body.scope, body.format,
+            body.subject, tuple(body.groups), body.tier, body.period_from, body.period_to,
+        )  # fmt: skip
+        return service.subscribe(who, spec)
+
+    @router.get("/{feed_id}", summary="A feed of the caller's")
+    def get(feed_id: str, who: Recipient) -> dict[str, Any]:
+        return service.get(who, feed_id)
+
+    @router.get("/{feed_id}/data", summary="The next page of a feed (one pipeline run)")
+    def data(
+        feed_id: str,
+        who: Recipient,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        format: Annotated[str | None, Query(max_length=16)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_DAYS)] = 1,
+    ) -> Response:
+        page = service.page(who, feed_id, cursor, limit, format)
+        headers = {"X-Release-Id": page.release_id or ""}
+        if page.next_cursor:
+            headers["X-Next-Cursor"] = page.next_cursor
+        return Response(page.body.content, media_type=page.body.media_type, headers=headers)
+
+    @router.delete("/{feed_id}", status_code=204, summary="Stop a feed")
+    def stop(feed_id: str, who: Recipient) -> Response:
+        service.stop(who, feed_id)
+        return Response(status_code=204)
+
+    return router
