@@ -14,11 +14,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from broker.api.mdms import mdms_router
+from broker.api.oauth import install_oauth
 from broker.api.peer import PeerDep
 from broker.api.regulator import regulator_router
 from broker.api.schemas import ErrorBody
 from broker.api.tls import RevocationCheck
 from broker.errors import BrokerError
+from broker.oauth.settings import OAuthSettings
 from broker.runtime import Runtime, limit_settings
 from connectors.mdms.limits import Limits
 
@@ -37,9 +39,13 @@ async def _broker_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    revocations: RevocationCheck, rt: Runtime | None = None, limits: Limits | None = None
+    revocations: RevocationCheck,
+    rt: Runtime | None = None,
+    limits: Limits | None = None,
+    oauth: OAuthSettings | None = None,
 ) -> FastAPI:
-    """The API; with a runtime it also serves the MDMS ingest routes."""
+    """The API; with a runtime it also serves the MDMS ingest routes, the regulator's routes,
+    the OAuth token endpoint and the recipients registry."""
     errors: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
     app = FastAPI(title="Smart-meter data broker (ITU-T X.1332)", version="0.1.0", responses=errors)
     app.state.revocations = revocations
@@ -47,6 +53,7 @@ def create_app(
     if rt is not None:
         app.include_router(mdms_router(rt, limits or Limits(limit_settings(rt.settings))))
         app.include_router(regulator_router(rt))
+        install_oauth(app, rt, oauth)
 
     @app.get("/healthz", summary="Liveness, and who the server thinks you are")
     def healthz(peer: PeerDep) -> Health:

@@ -24,6 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from broker.api.app import create_app
 from broker.api.tls import RevocationCheck, server_context
 from broker.ca.service import open_ca, server_identity
+from broker.oauth.settings import OAuthSettings
 from broker.runtime import Runtime
 from connectors.mdms.limits import Limits
 
@@ -132,7 +133,13 @@ def running(served: Served, host: str = "127.0.0.1") -> Iterator[int]:
             thread.join(timeout=10)
 
 
-def build(rt: Runtime, actor: str, poll_s: float = 2.0, limits: Limits | None = None) -> Served:
+def build(
+    rt: Runtime,
+    actor: str,
+    poll_s: float = 2.0,
+    limits: Limits | None = None,
+    oauth: OAuthSettings | None = None,
+) -> Served:
     """The app, its TLS context and CRL keeper: fresh CRL, server certificate on first use."""
     ca = open_ca(rt)
 
@@ -144,5 +151,5 @@ def build(rt: Runtime, actor: str, poll_s: float = 2.0, limits: Limits | None = 
     cert, key = server_identity(rt, ca, actor)
     ctx = server_context(ca.cert_path, ca.crl_path, cert, key)
     revocations = RevocationCheck(ca.crl_path, ctx)
-    app = create_app(revocations, rt, limits)
+    app = create_app(revocations, rt, limits, oauth)
     return Served(app, ctx, CrlKeeper(revocations, resign, poll_s))

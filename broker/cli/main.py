@@ -25,6 +25,7 @@ from broker.cli import (
     meters,
     policy,
     privacy,
+    recipients,
     serve,
 )
 from broker.errors import BrokerError
@@ -46,6 +47,7 @@ app.add_typer(mdms.app, name="mdms")
 app.add_typer(policy.app, name="policy")
 app.add_typer(consent.app, name="consent")
 app.add_typer(privacy.app, name="privacy")
+app.add_typer(recipients.app, name="recipients")
 app.command("init")(db.init)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)

@@ -8,7 +8,9 @@ fails closed the same way.
 
 The embedded engine is regorus (the ``gordon-to-regorus`` wheel): ~3-30 µs a decision on this
 machine against 1-3 ms for regopy. A regorus ``Engine`` is not safe to share between threads, so
-each thread evaluates on its own clone of the loaded engine.
+each thread builds and evaluates on its own engine (pyo3 marks regorus's classes unsendable:
+an engine made in one thread panics when another thread uses it, so not even a clone may
+cross).
 """
 
 from __future__ import annotations
@@ -98,9 +100,10 @@ class EmbeddedEngine:
         evaluated there (2-3x faster than the interpreter on the release policy). Anything else,
         and everything when compilation fails, runs in the interpreter. The two are checked
         against each other on generated inputs in tests/broker/policy/test_decision.py."""
-        self._prototype: regorus.Engine | None = None
-        self._program: regorus.Program | None = None
+        self._modules: tuple[tuple[str, str], ...] | None = None
+        self._data: dict[str, Any] = {}
         self._data_json = "{}"
+        self._compiles = False
         self._compiled = tuple(rule_ref(p) for p in compiled)
         self.compile_error: str | None = None
         self._refs: dict[str, str] = {}
@@ -126,44 +129,63 @@ class EmbeddedEngine:
         return engine
 
     def load(self, modules: Mapping[str, str], data: Mapping[str, Any]) -> None:
-        engine = self.build(modules, data)
+        engine = self.build(modules, data)  # refuses bad Rego before anything changes
         data_json = json.dumps(data)
-        program = None
-        error = None
-        if self._compiled:
-            try:
-                program = regorus.Program.compile_from_modules(
-                    data_json, sorted(modules.items()), list(self._compiled)
-                )
-            except RuntimeError as exc:
-                error = clean_engine_message(str(exc))
+        ordered = tuple(sorted(modules.items()))
+        program, error = self._compile(ordered, data_json)
         with self._lock:
-            self._prototype = engine
-            self._program = program
+            self._modules = ordered
+            self._data = dict(data)
             self._data_json = data_json
             self.compile_error = error
+            self._compiles = program is not None
             self._generation += 1
+            self._keep(engine, program, self._generation)
+
+    def _compile(
+        self, modules: tuple[tuple[str, str], ...], data_json: str
+    ) -> tuple[regorus.Program | None, str | None]:
+        if not self._compiled:
+            return None, None
+        try:
+            program = regorus.Program.compile_from_modules(
+                data_json, list(modules), list(self._compiled)
+            )
+        except RuntimeError as exc:
+            return None, clean_engine_message(str(exc))
+        return program, None
+
+    def _keep(
+        self, engine: regorus.Engine, program: regorus.Program | None, generation: int
+    ) -> None:
+        """This thread's engine and VM: regorus objects may only be used by the thread that
+        made them (pyo3 'unsendable' classes)."""
+        local = self._local
+        local.engine = engine
+        local.vm = None
+        if program is not None:
+            local.vm = regorus.Rvm()
+            local.vm.load_program(program)
+            local.vm.set_data_json(self._data_json)
+        local.generation = generation
 
     @property
     def compiled(self) -> bool:
         """Whether the compiled paths run on the VM (False: compilation failed or none asked)."""
-        return self._program is not None
+        return self._compiles
 
     def _engine(self) -> regorus.Engine:
         local = self._local
         if getattr(local, "generation", None) != self._generation:
             with self._lock:
-                if self._prototype is None:
+                if self._modules is None:
                     raise EngineFailure("no policy is loaded")
-                local.engine = self._prototype.clone()
-                local.vm = None
-                if self._program is not None:
-                    local.vm = regorus.Rvm()
-                    local.vm.load_program(self._program)
-                    local.vm.set_data_json(self._data_json)
-                local.generation = self._generation
-        engine: regorus.Engine = local.engine
-        return engine
+                modules, data, generation = self._modules, self._data, self._generation
+            engine = self.build(dict(modules), data)
+            program = self._compile(modules, self._data_json)[0] if self._compiles else None
+            self._keep(engine, program, generation)
+        built: regorus.Engine = local.engine
+        return built
 
     def evaluate(self, path: str, input_doc: Mapping[str, Any]) -> Any:
         return self.evaluate_json(path, json.dumps(input_doc))
@@ -195,7 +217,7 @@ class EmbeddedEngine:
         except BaseException as exc:  # regorus raises pyo3 PanicException on an engine panic
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
-            # a panic leaves this clone unusable ("recursion detected" ever after): drop it
+            # a panic leaves this engine unusable ("recursion detected" ever after): drop it
             self._local.generation = None
             raise EngineFailure(f"policy engine crashed: {exc}") from exc
         if text == _UNDEFINED_JSON:

@@ -20,7 +20,7 @@ from fastapi import Depends
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from broker.api.oauth import Caller, install_oauth, require_token
+from broker.api.oauth import Caller, require_token
 from broker.api.server import build, running
 from broker.api.tls import client_context
 from broker.ca.authority import CertificateAuthority
@@ -114,9 +114,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     upgrade_schema(settings).dispose()
     CertificateAuthority.create(settings, SystemClock())
     rt = Runtime.open(settings)
-    served = build(rt, "test", poll_s=3600)
     oauth = OAuthSettings(issuer=ISSUER, rate_per_s=0.5, burst=25)
-    install_oauth(served.app, rt, oauth)
+    served = build(rt, "test", poll_s=3600, oauth=oauth)
 
     @served.app.get("/v1/test/feeds")
     def feeds(caller: Annotated[Caller, Depends(require_token("feeds:read"))]) -> dict[str, str]:

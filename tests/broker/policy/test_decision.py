@@ -345,3 +345,26 @@ def test_generated_inputs_reach_both_outcomes(shipped: Bundle) -> None:
         "explicit_consent_required",
         "personal_data_to_operator",
     } <= codes
+
+
+def test_an_engine_loaded_in_one_thread_decides_in_others(shipped: Bundle) -> None:
+    """regorus objects are unsendable (pyo3): every server thread must build its own."""
+    import threading
+
+    engine = EmbeddedEngine(compiled=(shipped.decision_path(),))
+    engine.load(shipped.policies(), shipped.data)
+    point = DecisionPoint(
+        engine, "1", shipped.decision_path(), FixedClock(NOW), HASHER, RecordingAuditSink()
+    )
+    answers: list[bool] = []
+
+    def decide() -> None:
+        answers.append(point.decide(Facts(request(), [consent()], NOW)).allow)
+
+    workers = [threading.Thread(target=decide) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert answers == [True, True, True]
+    assert not point.failures

@@ -148,11 +148,6 @@ def test_C2_2_a_recipient_cannot_read_another_recipients_feed_over_mtls(server: 
     assert a.get(f"{base}/{feed_id}").json()["status"] == "stopped"
 
 
-@pytest.mark.xfail(
-    reason="EmbeddedEngine clones its regorus prototype in the server's worker thread; regorus "
-    "engines are unsendable, so the clone panics (500). Needs the engine built per thread.",
-    strict=True,
-)
 def test_C3_2_a_feed_page_over_mtls_is_green_button_xml(server: Server) -> None:
     feed_id = server.acme.post(server.base, json=BODY).json()["feed_id"]
     data = server.acme.get(f"{server.base}/{feed_id}/data")
