@@ -7,20 +7,23 @@ again against the current CRL. One error shape for every ``BrokerError``:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from broker.api.feeds import feeds_router
 from broker.api.mdms import mdms_router
-from broker.api.oauth import install_oauth
+from broker.api.oauth import Caller, InsufficientScope, install_oauth, require_token
 from broker.api.peer import PeerDep
 from broker.api.regulator import regulator_router
 from broker.api.schemas import ErrorBody
 from broker.api.tls import RevocationCheck
 from broker.errors import BrokerError
 from broker.oauth.settings import OAuthSettings
+from broker.release.feeds import FeedService
+from broker.release.pipeline import open_pipeline
 from broker.runtime import Runtime, limit_settings
 from connectors.mdms.limits import Limits
 
@@ -29,6 +32,14 @@ class Health(BaseModel):
     status: str
     peer: str
     role: str | None
+
+
+def feed_recipient(caller: Annotated[Caller, Depends(require_token())]) -> str:
+    """Feeds are for callers with a certificate-bound token that may read feeds: third parties
+    (``feeds:read``) and the operator's EMS (``ems:read``, aggregate feeds only by policy)."""
+    if not caller.scopes & {"feeds:read", "ems:read"}:
+        raise InsufficientScope(["feeds:read"])
+    return caller.recipient_id
 
 
 async def _broker_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -54,6 +65,8 @@ def create_app(
         app.include_router(mdms_router(rt, limits or Limits(limit_settings(rt.settings))))
         app.include_router(regulator_router(rt))
         install_oauth(app, rt, oauth)
+        feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
+        app.include_router(feeds_router(feeds, feed_recipient))
 
     @app.get("/healthz", summary="Liveness, and who the server thinks you are")
     def healthz(peer: PeerDep) -> Health:
