@@ -1,4 +1,5 @@
-"""``broker serve``: the HTTPS API over TLS 1.3 with client certificates required."""
+"""``broker serve``: the HTTPS API over TLS 1.3 with client certificates required, and the
+customer portal beside it (TLS 1.3, server authenticated; customers sign in)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,29 @@ from typing import Annotated
 
 import typer
 
-from broker.api.server import build, make_server
+from broker.api.server import build, make_server, start_in_thread
 from broker.cli.common import actor, console, runtime
+from broker.portal.serve import portal_context
+from broker.portal.web import portal_app
 
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default BROKER_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default BROKER_PORT).")] = None,
+    portal_port: Annotated[
+        int | None, typer.Option(help="Customer portal port (default BROKER_PORT + 1; 0: none).")
+    ] = None,
 ) -> None:
-    """Run the HTTPS API (mutual TLS 1.3, client certificates from the broker's CA)."""
+    """Run the HTTPS API (mutual TLS 1.3, client certificates from the broker's CA) and the
+    customer portal (sign-in, consent page, the customer's own data)."""
     with runtime() as rt:
         served = build(rt, actor())
         bind, at = host or rt.settings.host, port or rt.settings.port
+        portal_at = at + 1 if portal_port is None else portal_port
         console.print(f"serving https://{bind}:{at} (TLS 1.3, client certificate required)")
         with served.keeper:
+            if portal_at:
+                portal = make_server(portal_app(rt), portal_context(rt, actor()), bind, portal_at)
+                start_in_thread(portal)
+                console.print(f"customer portal https://{bind}:{portal_at}/me (TLS 1.3)")
             make_server(served.app, served.ctx, bind, at).run()

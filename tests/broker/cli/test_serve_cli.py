@@ -39,9 +39,18 @@ def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
 def test_C3_2_broker_serve_admits_only_ca_certificates(data_dir: Path) -> None:
     assert main(["init"]) == 0
     assert main(["ca", "issue", "--role", "regulator", "--name", "energy-regulator"]) == 0
-    port = _free_port()
+    port, portal = _free_port(), _free_port()
     env = {**os.environ, "BROKER_DATA_DIR": str(data_dir)}
-    cmd = [sys.executable, "-m", "broker", "serve", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "broker",
+        "serve",
+        "--port",
+        str(port),
+        "--portal-port",
+        str(portal),
+    ]
     log = data_dir.parent / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -59,6 +68,11 @@ def test_C3_2_broker_serve_admits_only_ca_certificates(data_dir: Path) -> None:
             pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)),
         ):
             client.get(f"https://127.0.0.1:{port}/healthz")
+        # the customer portal: TLS that authenticates the server only; customers sign in
+        _wait_for(portal, process)
+        with httpx.Client(verify=client_context(ca_pem), timeout=5) as client:
+            me = client.get(f"https://127.0.0.1:{portal}/me/consents")
+        assert me.status_code == 401 and "sign in" in me.text.lower()
     finally:
         process.terminate()
         process.wait(timeout=10)
