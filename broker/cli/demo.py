@@ -20,6 +20,7 @@ from broker.demo_path import (
     run_path,
 )
 from broker.demo_policy import consent_and_policy
+from broker.demo_service import first_day_of, service_story
 from broker.kit.clock import SystemClock
 from broker.runtime import Runtime, initialise
 
@@ -109,6 +110,20 @@ def _run_steps(
     report.facts["consent_and_policy"] = {
         "decisions": step["decisions"],
         "bad_bundle_refused": step["officer"]["bad_bundle"].startswith("refused"),
+    }
+    task = progress.add_task("recipients, OAuth, consent page, feeds, EMS, withdrawal", total=1)
+    with report.step("service") as step:
+        step.update(service_story(rt, DEMO_CUSTOMER, report.out, first_day_of(path.days)))
+    progress.advance(task)
+    report.facts["service"] = {
+        key: step[key]
+        for key in (
+            "energy_app_pull",
+            "ems_pull",
+            "token_with_another_certificate",
+            "energy_app_after_withdrawal",
+            "regulator_export",
+        )
     }
     task = progress.add_task("audit events in group commits", total=events)
     with report.step("audit_events") as step:

@@ -56,6 +56,12 @@ def test_demo_writes_summary_and_a_verifiable_export(tmp_path: Path) -> None:
     assert officer["active_revision"] == "1" and officer["decisions_logged"] == 5
     assert officer["preview"] == "1 of 5 decisions would change {'tier': 1}"
     assert steps["consent_and_policy"]["consent"]["receipt_verified"] is True
+    service = summary["service"]
+    assert service["energy_app_pull"] == "HTTP 200, Green Button ESPI, 24 hourly readings"
+    assert service["token_with_another_certificate"] == "HTTP 401 InvalidToken"
+    assert service["ems_pull"].startswith("HTTP 200") and service["ems_pull"].endswith("none")
+    assert service["energy_app_after_withdrawal"] == "HTTP 403 ReleaseDenied"
+    assert service["regulator_export"].endswith("verified offline")
     again = ["--events", "10", "--meters", "10", "--days", "3", "--rotate", "0"]
     assert main(["demo", "--out", str(out), *again]) == 0  # an earlier demo is replaced
     summary = json.loads((out / "summary.json").read_text())
