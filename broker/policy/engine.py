@@ -15,9 +15,12 @@ cross).
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import regorus
@@ -90,6 +93,28 @@ def rule_ref(path: str) -> str:
     return "data." + dotted
 
 
+@dataclass
+class _Slot:
+    generation: int
+    engine: regorus.Engine
+    vm: regorus.Rvm | None
+
+
+_THREAD = threading.local()
+_SLOTS_PER_THREAD = 8
+_ENGINE_IDS = itertools.count()
+
+
+def _thread_slots() -> OrderedDict[int, _Slot]:
+    """This thread's regorus objects, by engine. They live in the thread that made them and
+    die with it: pyo3 marks regorus's classes unsendable, and dropping one in another thread
+    (say, when an ``EmbeddedEngine`` is collected by a server thread) is an error."""
+    slots: OrderedDict[int, _Slot] | None = getattr(_THREAD, "slots", None)
+    if slots is None:
+        slots = _THREAD.slots = OrderedDict()
+    return slots
+
+
 class EmbeddedEngine:
     """regorus in process: the default engine."""
 
@@ -100,6 +125,7 @@ class EmbeddedEngine:
         evaluated there (2-3x faster than the interpreter on the release policy). Anything else,
         and everything when compilation fails, runs in the interpreter. The two are checked
         against each other on generated inputs in tests/broker/policy/test_decision.py."""
+        self._id = next(_ENGINE_IDS)
         self._modules: tuple[tuple[str, str], ...] | None = None
         self._data: dict[str, Any] = {}
         self._data_json = "{}"
@@ -108,7 +134,6 @@ class EmbeddedEngine:
         self.compile_error: str | None = None
         self._refs: dict[str, str] = {}
         self._generation = 0
-        self._local = threading.local()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -129,18 +154,18 @@ class EmbeddedEngine:
         return engine
 
     def load(self, modules: Mapping[str, str], data: Mapping[str, Any]) -> None:
-        engine = self.build(modules, data)  # refuses bad Rego before anything changes
+        self.build(modules, data)  # refuses bad Rego before anything changes
         data_json = json.dumps(data)
         ordered = tuple(sorted(modules.items()))
         program, error = self._compile(ordered, data_json)
+        del program  # made and dropped in this thread; each thread compiles its own
         with self._lock:
             self._modules = ordered
             self._data = dict(data)
             self._data_json = data_json
             self.compile_error = error
-            self._compiles = program is not None
+            self._compiles = error is None and bool(self._compiled)
             self._generation += 1
-            self._keep(engine, program, self._generation)
 
     def _compile(
         self, modules: tuple[tuple[str, str], ...], data_json: str
@@ -155,37 +180,37 @@ class EmbeddedEngine:
             return None, clean_engine_message(str(exc))
         return program, None
 
-    def _keep(
-        self, engine: regorus.Engine, program: regorus.Program | None, generation: int
-    ) -> None:
-        """This thread's engine and VM: regorus objects may only be used by the thread that
-        made them (pyo3 'unsendable' classes)."""
-        local = self._local
-        local.engine = engine
-        local.vm = None
-        if program is not None:
-            local.vm = regorus.Rvm()
-            local.vm.load_program(program)
-            local.vm.set_data_json(self._data_json)
-        local.generation = generation
-
     @property
     def compiled(self) -> bool:
         """Whether the compiled paths run on the VM (False: compilation failed or none asked)."""
         return self._compiles
 
-    def _engine(self) -> regorus.Engine:
-        local = self._local
-        if getattr(local, "generation", None) != self._generation:
+    def _slot(self) -> _Slot:
+        """This thread's engine and VM for this policy, built on first use after each load."""
+        slots = _thread_slots()
+        slot = slots.get(self._id)
+        if slot is None or slot.generation != self._generation:
             with self._lock:
                 if self._modules is None:
                     raise EngineFailure("no policy is loaded")
                 modules, data, generation = self._modules, self._data, self._generation
             engine = self.build(dict(modules), data)
-            program = self._compile(modules, self._data_json)[0] if self._compiles else None
-            self._keep(engine, program, generation)
-        built: regorus.Engine = local.engine
-        return built
+            vm = None
+            if self._compiles:
+                program = self._compile(modules, self._data_json)[0]
+                if program is not None:
+                    vm = regorus.Rvm()
+                    vm.load_program(program)
+                    vm.set_data_json(self._data_json)
+            slot = _Slot(generation, engine, vm)
+            slots.pop(self._id, None)
+            slots[self._id] = slot
+            while len(slots) > _SLOTS_PER_THREAD:  # dropped here, by the thread that made them
+                slots.popitem(last=False)
+        return slot
+
+    def _drop_slot(self) -> None:
+        _thread_slots().pop(self._id, None)
 
     def evaluate(self, path: str, input_doc: Mapping[str, Any]) -> Any:
         return self.evaluate_json(path, json.dumps(input_doc))
@@ -197,11 +222,12 @@ class EmbeddedEngine:
         arrays or objects, nor integers beyond 64 bits, and ``eval_rule`` returns None for both
         null and undefined. ``eval_rule_as_json`` answers ``"<undefined>"`` for undefined.
         """
-        engine = self._engine()
+        slot = self._slot()
+        engine = slot.engine
         ref = self._refs.get(path)
         if ref is None:
             ref = self._refs[path] = rule_ref(path)
-        vm: regorus.Rvm | None = self._local.vm if ref in self._compiled else None
+        vm = slot.vm if ref in self._compiled else None
         try:
             if vm is not None:
                 vm.set_input_json(input_json)
@@ -218,7 +244,7 @@ class EmbeddedEngine:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             # a panic leaves this engine unusable ("recursion detected" ever after): drop it
-            self._local.generation = None
+            self._drop_slot()
             raise EngineFailure(f"policy engine crashed: {exc}") from exc
         if text == _UNDEFINED_JSON:
             return UNDEFINED
