@@ -28,6 +28,7 @@ from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped]
     AuthorizationServer,
     ClientMixin,
     InvalidClientError,
+    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
@@ -51,6 +52,7 @@ from broker.oauth import scopes
 from broker.oauth.models import UsedAssertion
 from broker.oauth.settings import OAuthSettings
 from broker.oauth.tokens import TokenCodec, thumbprint
+from broker.portal.flow import InvalidGrant, redeem
 from broker.recipients.models import Kind, Recipient, RecipientKey, Status
 from broker.recipients.service import ca_role, purposes_of
 
@@ -184,6 +186,7 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self._session, self._peer, self._codec, self._audit = session, peer, codec, audit
+        self._clock = clock
         self.register_grant(ClientCredentials)
         self.register_token_generator("default", self._generate)
         self.register_client_auth_method("tls_client_auth", self._tls_client_auth)
@@ -256,15 +259,50 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         request = TokenRequest(uri, {}, form)
         if not form.get("grant_type"):
             return self._error(request, InvalidRequestError("grant_type is required"))
+        if form["grant_type"] == "authorization_code":
+            return self._code_response(request, form)
         if form["grant_type"] != ClientCredentials.GRANT_TYPE:
             unsupported = UnsupportedGrantTypeError(form["grant_type"])
-            unsupported.description = "only grant_type=client_credentials is supported"
+            unsupported.description = "grant_type must be client_credentials or authorization_code"
             return self._error(request, unsupported)
         try:
             response: Response = self.create_token_response(request)
         except OAuth2Error as error:  # raised outside authlib's own try (query_client)
             return self._error(request, error)
         return response
+
+    def _code_response(self, request: TokenRequest, form: dict[str, str]) -> Response:
+        """The authorization-code grant (RFC 6749 §4.1.3, PKCE RFC 7636): the client, authenticated
+        as for client credentials, redeems the code the customer's consent page issued, once,
+        with its verifier; the token is bound to the certificate and names the consent
+        (``consent:<id>``), so every release under it can be traced to the customer's choice."""
+        try:
+            client: OAuthClient = self.authenticate_client(request, list(AUTH_METHODS))
+            request.client = client
+            request.auth_method = (
+                "tls_client_auth" if "client_assertion" not in form else "private_key_jwt"
+            )
+            if "feeds:read" not in client.permitted:
+                raise InvalidScopeError(description=f"{client.client_id} may not read feeds")
+            redeemed = redeem(
+                self._session,
+                self._clock,
+                form.get("code", ""),
+                client.client_id,
+                form.get("redirect_uri", ""),
+                form.get("code_verifier", ""),
+            )
+        except OAuth2Error as error:
+            return self._error(request, error)
+        except InvalidGrant as exc:
+            return self._error(request, InvalidGrantError(description=exc.message))
+        token = self._codec.issue(
+            client.client_id,
+            ["feeds:read", f"consent:{redeemed.consent_id}"],
+            thumbprint(self._peer.fingerprint),
+        )
+        self.save_token(token, request)
+        return 200, token, [("Content-Type", "application/json")]
 
     def _error(self, request: TokenRequest, error: OAuth2Error) -> Response:
         answer: Response = self.handle_error_response(request, error)

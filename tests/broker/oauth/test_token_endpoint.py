@@ -215,7 +215,7 @@ def test_R4_3_scopes_are_denied_by_default(broker: Broker) -> None:
     ("form", "error"),
     [
         ({"grant_type": "password", "client_id": "acme"}, "unsupported_grant_type"),
-        ({"grant_type": "authorization_code", "client_id": "acme"}, "unsupported_grant_type"),
+        ({"grant_type": "authorization_code", "client_id": "acme"}, "invalid_grant"),
         ({"client_id": "acme", "scope": "feeds:read"}, "invalid_request"),
         ({"grant_type": "client_credentials", "scope": "feeds:read"}, "invalid_client"),
         ({"grant_type": "client_credentials", "client_id": "ghost"}, "invalid_client"),
