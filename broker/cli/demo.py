@@ -118,6 +118,7 @@ def _run_steps(
     report.facts["service"] = {
         key: step[key]
         for key in (
+            "consent_flow",
             "energy_app_pull",
             "ems_pull",
             "token_with_another_certificate",

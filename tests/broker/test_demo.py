@@ -57,6 +57,7 @@ def test_demo_writes_summary_and_a_verifiable_export(tmp_path: Path) -> None:
     assert officer["preview"] == "1 of 5 decisions would change {'tier': 1}"
     assert steps["consent_and_policy"]["consent"]["receipt_verified"] is True
     service = summary["service"]
+    assert service["consent_flow"].endswith("redeemed again: invalid_grant")
     assert service["energy_app_pull"] == "HTTP 200, Green Button ESPI, 24 hourly readings"
     assert service["token_with_another_certificate"] == "HTTP 401 InvalidToken"
     assert service["ems_pull"].startswith("HTTP 200") and service["ems_pull"].endswith("none")
