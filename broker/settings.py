@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     """How old an interval may be when it arrives."""
     mdms_key_grace_s: int = Field(default=86_400, ge=0)
     """How long frames under a rotated-out meter key still verify."""
+    api_rate_per_s: float = Field(default=20.0, gt=0)
+    """Requests a second each client certificate may make to the feeds and regulator routes
+    (429 with Retry-After beyond)."""
+    api_burst: float = Field(default=40.0, ge=1)
     policy_engine: Literal["embedded", "opa"] = "embedded"
     """Where Rego runs: in process (regorus) or on an OPA server (``opa_url``)."""
     policy_compiled: bool = True

@@ -20,18 +20,31 @@ from broker.api.peer import PeerDep
 from broker.api.regulator import regulator_router
 from broker.api.schemas import ErrorBody
 from broker.api.tls import RevocationCheck
-from broker.errors import BrokerError
+from broker.errors import BrokerError, Throttled
 from broker.oauth.settings import OAuthSettings
 from broker.release.feeds import FeedService
 from broker.release.pipeline import open_pipeline
 from broker.runtime import Runtime, limit_settings
-from connectors.mdms.limits import Limits
+from connectors.mdms.limits import Limits, LimitSettings
 
 
 class Health(BaseModel):
     status: str
     peer: str
     role: str | None
+
+
+class ClientRate:
+    """A token bucket of requests per client certificate (T7, C1.8): the MDMS's limiter, one
+    token a request; over it, 429 with Retry-After before any work."""
+
+    def __init__(self, rate_per_s: float, burst: float) -> None:
+        self._limits = Limits(LimitSettings(rate_frames_per_s=rate_per_s, burst_frames=burst))
+
+    def __call__(self, peer: PeerDep) -> None:
+        wait = self._limits.retry_after_rate(peer.name, 1)
+        if wait:
+            raise Throttled(f"{peer.name} makes requests too often; retry in {wait} s", wait)
 
 
 def feed_recipient(caller: Annotated[Caller, Depends(require_token())]) -> str:
@@ -63,10 +76,11 @@ def create_app(
     app.add_exception_handler(BrokerError, _broker_error)
     if rt is not None:
         app.include_router(mdms_router(rt, limits or Limits(limit_settings(rt.settings))))
-        app.include_router(regulator_router(rt))
+        rate = [Depends(ClientRate(rt.settings.api_rate_per_s, rt.settings.api_burst))]
+        app.include_router(regulator_router(rt), dependencies=rate)
         install_oauth(app, rt, oauth)
         feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
-        app.include_router(feeds_router(feeds, feed_recipient))
+        app.include_router(feeds_router(feeds, feed_recipient), dependencies=rate)
 
     @app.get("/healthz", summary="Liveness, and who the server thinks you are")
     def healthz(peer: PeerDep) -> Health:

@@ -106,3 +106,29 @@ def test_regulator_reads_by_pseudonym_exports_and_metrics(rt: Runtime, tmp_path:
 def _all(rt: Runtime) -> list[dict[str, object]]:
     with rt.db.engine.connect() as conn:
         return [json.loads(r[0]) for r in conn.execute(text("SELECT body FROM audit_entry"))]
+
+
+def test_T7_a_client_over_its_request_rate_gets_429_with_retry_after(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "var", api_rate_per_s=0.2, api_burst=3)
+    prepare_data_dir(settings)
+    init_keys(settings)
+    upgrade_schema(settings).dispose()
+    CertificateAuthority.create(settings, SystemClock())
+    runtime = Runtime.open(settings, FixedClock(datetime.now(UTC)))
+    try:
+        regulator, other = (
+            _issue(runtime, "ofgem", "regulator"),
+            _issue(runtime, "ombud", "regulator"),
+        )
+        with running(build(runtime, "test")) as port:
+            url = f"https://127.0.0.1:{port}"
+            with _client(runtime, url, regulator) as client:
+                answers = [client.get("/v1/regulator/metrics") for _ in range(4)]
+            with _client(runtime, url, other) as client:
+                unaffected = client.get("/v1/regulator/metrics")
+    finally:
+        runtime.close()
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    assert answers[-1].json()["error"] == "Throttled"
+    assert unaffected.status_code == 200  # one client's flood does not stop another
