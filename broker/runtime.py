@@ -18,7 +18,13 @@ from broker.audit.log import AuditLog
 from broker.audit.note import NoteSigner
 from broker.ca.authority import CertificateAuthority
 from broker.errors import ConfigurationError, KeyError_
-from broker.keys.files import read_b64_key, read_secret_file, write_b64_key, write_secret_file
+from broker.keys.files import (
+    read_b64_key,
+    read_secret_file,
+    write_b64_key,
+    write_ed25519_key,
+    write_secret_file,
+)
 from broker.keys.provider import FileKeyProvider
 from broker.keys.service import DataKeys
 from broker.kit.clock import Clock, SystemClock
@@ -72,15 +78,7 @@ def consent_receipt_public_key_path(settings: Settings) -> Path:
 def create_consent_receipt_key(settings: Settings) -> None:
     """Generate the Ed25519 key that signs consent receipts (0600; refuses to overwrite one)
     and write its public key beside it."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    write_secret_file(consent_receipt_key_path(settings), pem)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    consent_receipt_public_key_path(settings).write_bytes(public)
+    write_ed25519_key(consent_receipt_key_path(settings), consent_receipt_public_key_path(settings))
 
 
 def load_audit_signer(settings: Settings) -> NoteSigner:

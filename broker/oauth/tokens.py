@@ -10,19 +10,17 @@ to (RFC 8705 §3.1); a resource call must come over a connection with that same 
 from __future__ import annotations
 
 import base64
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-from broker.errors import BrokerError, KeyError_
-from broker.keys.files import read_secret_file, require_dir, write_secret_file
+from broker.errors import BrokerError
+from broker.keys.files import load_ed25519_key
 from broker.kit.clock import Clock
 from broker.kit.ids import new_id
 from broker.oauth.settings import OAuthSettings
@@ -58,30 +56,14 @@ def token_key_path(settings: Settings) -> Path:
 def load_token_key(settings: Settings) -> OKPKey:
     """The token signing key, created (0600) on first use; a racing process's key wins."""
     path = token_key_path(settings)
-    if not path.exists():
-        require_dir(settings.keys_dir)
-        with suppress(KeyError_):
-            _create_token_key(path)
-    try:
-        pem = read_secret_file(settings, path)
-        key = serialization.load_pem_private_key(pem, password=None)
-    except ValueError as exc:
-        raise KeyError_(f"OAuth token key {path} is damaged: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"OAuth token key {path} is not an Ed25519 key")
-    return OKPKey.import_key(pem)
-
-
-def _create_token_key(path: Path) -> None:
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    key = load_ed25519_key(settings, path, path.with_suffix(".pub"), "OAuth token key")
+    return OKPKey.import_key(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
-    write_secret_file(path, pem)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    path.with_suffix(".pub").write_bytes(public)
 
 
 @dataclass(frozen=True)

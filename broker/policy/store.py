@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
@@ -36,7 +35,7 @@ from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
 from broker.errors import BrokerError, ConfigurationError
-from broker.keys.files import read_secret_file, write_secret_file
+from broker.keys.files import load_ed25519_key
 from broker.kit.clock import Clock
 from broker.policy.bundle import MANIFEST, SIGNATURES, Bundle, load_bundle
 from broker.policy.check import CheckReport, check_bundle
@@ -79,21 +78,15 @@ def verify_key_path(settings: Settings) -> Path:
     return settings.keys_dir / "policy-signing.pub"
 
 
-def ensure_signing_key(settings: Settings) -> None:
-    """Create the policy signing key pair once (0600 private, public beside it)."""
-    path = signing_key_path(settings)
-    if path.exists():
-        return
+def signing_key_pem(settings: Settings) -> bytes:
+    """The policy signing key (PEM), created (0600, public key beside it) on first use."""
     settings.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
+    key = load_ed25519_key(
+        settings, signing_key_path(settings), verify_key_path(settings), "policy signing key"
+    )
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    write_secret_file(path, pem)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    verify_key_path(settings).write_bytes(public)
 
 
 def _files_claim(bundle: Bundle) -> list[dict[str, str]]:
@@ -219,8 +212,7 @@ class PolicyStore:
             failing = [f"{r.package}.{r.name}" for r in tests.results if r.outcome != "pass"]
             detail = ", ".join(failing[:5]) if failing else "the bundle has no tests"
             raise PolicyRejected(f"{source} fails its tests: {detail}", report, tests)
-        ensure_signing_key(self.settings)
-        private_pem = read_secret_file(self.settings, signing_key_path(self.settings))
+        private_pem = signing_key_pem(self.settings)
         number = self._next_revision()
         revisions = self.root / "revisions"
         revisions.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -14,9 +14,7 @@ import base64
 import hashlib
 import hmac
 import html
-import secrets
 import time
-from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,8 +26,8 @@ from sqlalchemy import select
 
 from broker.api.schemas import ErrorBody
 from broker.consent.wiring import open_consents
-from broker.errors import BrokerError, Forbidden, KeyError_, NotFound
-from broker.keys.files import read_b64_key, require_dir, write_b64_key
+from broker.errors import BrokerError, Forbidden, NotFound
+from broker.keys.files import ensure_b64_key
 from broker.kit.clock import to_rfc3339
 from broker.policy.service import active_vocabulary
 from broker.portal.accounts import Accounts, SignInFailed, attempt
@@ -63,12 +61,7 @@ def session_key_path(rt: Runtime) -> Path:
 
 
 def _session_key(rt: Runtime) -> bytes:
-    path = session_key_path(rt)
-    if not path.exists():
-        require_dir(rt.settings.keys_dir)
-        with suppress(KeyError_):
-            write_b64_key(path, secrets.token_bytes(32))
-    return read_b64_key(rt.settings, path)
+    return ensure_b64_key(rt.settings, session_key_path(rt))
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:

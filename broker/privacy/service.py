@@ -14,8 +14,6 @@ accountant for the next release. Rows are never changed, so the budget spent is 
 
 from __future__ import annotations
 
-import secrets
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +26,7 @@ from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
 from broker.errors import KeyError_
-from broker.keys.files import read_b64_key, require_dir, write_b64_key
+from broker.keys.files import ensure_b64_key
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.ids import new_id
 from broker.privacy.models import PrivacySpend, PseudonymDomain
@@ -44,12 +42,7 @@ def pseudonym_key_path(settings: Settings) -> Path:
 
 def load_pseudonym_master(settings: Settings) -> bytes:
     """The master key; created (0600) on first use in a data directory that lacks it."""
-    path = pseudonym_key_path(settings)
-    if not path.exists():
-        require_dir(settings.keys_dir)
-        with suppress(KeyError_):  # another process created it first: use that one
-            write_b64_key(path, secrets.token_bytes(32))
-    return read_b64_key(settings, path)
+    return ensure_b64_key(settings, pseudonym_key_path(settings))
 
 
 def derive_domain_key(master: bytes, domain: str, version: int) -> bytes:
