@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -20,13 +20,18 @@ from sqlmodel import Session
 
 from broker.audit.models import AuditEntry
 from broker.consent.models import ConsentEventRow
+from broker.delivery import deletion
+from broker.delivery.models import Delivery
 from broker.errors import BrokerError
 from broker.kit.clock import to_us
 from broker.policy.decision import TABLE as DECISIONS
 from broker.privacy.service import SPENDS
+from broker.release.models import ReleaseRecord
 from connectors.mdms.models import IngestTally
 
 ENTRIES = AuditEntry.metadata.tables["audit_entry"]
+RELEASES = ReleaseRecord.metadata.tables["release"]
+DELIVERIES = Delivery.metadata.tables["delivery"]
 MAX_LIMIT = 1_000
 
 
@@ -97,8 +102,9 @@ def _names_recipient(entry: dict[str, Any], recipient: str) -> bool:
     ) in (f"cert:{recipient}", f"recipient:{recipient}")
 
 
-def metrics(session: Session) -> dict[str, Any]:
-    """Counts across the broker for the regulator's dashboard."""
+def metrics(session: Session, now: datetime | None = None) -> dict[str, Any]:
+    """Counts across the broker for the regulator's dashboard; deletions are overdue relative
+    to ``now`` (default: the wall clock)."""
     decisions = session.execute(
         select(DECISIONS.c.purpose, DECISIONS.c.tier, DECISIONS.c.allow, func.count()).group_by(
             DECISIONS.c.purpose, DECISIONS.c.tier, DECISIONS.c.allow
@@ -129,7 +135,22 @@ def metrics(session: Session) -> dict[str, Any]:
         )
     ).all()
     entries = session.execute(text("SELECT count(*) FROM audit_entry")).scalar_one()
+    releases: dict[str, dict[str, int]] = {}
+    for purpose, tier, count in session.execute(
+        select(RELEASES.c.purpose, RELEASES.c.tier, func.count()).group_by(
+            RELEASES.c.purpose, RELEASES.c.tier
+        )
+    ).all():
+        releases.setdefault(str(purpose), {})[str(tier)] = int(count)
+    pushes = dict(
+        session.execute(
+            select(DELIVERIES.c.status, func.count()).group_by(DELIVERIES.c.status)
+        ).all()
+    )
     return {
+        "releases_by_purpose_and_tier": releases,
+        "deletions": deletion.counts(session, now or datetime.now(UTC)),
+        "push_deliveries_by_status": {str(k): int(v) for k, v in pushes.items()},
         "decisions_allowed_by_purpose_and_tier": allowed,
         "decisions_denied_by_purpose": denied,
         "consent_events_by_kind": {str(k): int(v) for k, v in consents.items()},

@@ -121,16 +121,23 @@ def start_in_thread(server: uvicorn.Server) -> threading.Thread:
 
 
 @contextmanager
+def serving(app: FastAPI, ctx: ssl.SSLContext, host: str = "127.0.0.1") -> Iterator[int]:
+    """Serve ``app`` over ``ctx`` in a background thread on a free port; yields the port."""
+    server = make_server(app, ctx, host, 0)
+    thread = start_in_thread(server)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
 def running(served: Served, host: str = "127.0.0.1") -> Iterator[int]:
-    """Serve in a background thread on a free port (tests, the demo); yields the port."""
-    server = make_server(served.app, served.ctx, host, 0)
-    with served.keeper:
-        thread = start_in_thread(server)
-        try:
-            yield server.servers[0].sockets[0].getsockname()[1]
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    """Serve the broker in a background thread on a free port (tests, the demo); yields the
+    port."""
+    with served.keeper, serving(served.app, served.ctx, host) as port:
+        yield port
 
 
 def build(

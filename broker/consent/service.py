@@ -54,6 +54,7 @@ from consent_ledger import (
 from consent_ledger.events import from_body, link_problem
 
 _PENDING = "consent_events_to_learn"
+AppendHook = Callable[[Session, list[tuple[str, str, str, str]], str], object]
 AUDIT_TYPES = tuple(f"consent.{kind}" for kind in ("given", "modified", "withdrawn", "expired"))
 
 
@@ -102,6 +103,10 @@ class ConsentService:
         self._vocabulary = vocabulary
         self._state = LedgerState()
         self._lock = threading.Lock()  # the server's requests share the cached state
+        self.after_append: list[AppendHook] = []
+        """Run in the caller's transaction after each group is written, with (kind, consent
+        id, customer, recipient) of each event and the actor: withdrawals and expiries
+        propagate to recipients this way (``broker.delivery.deletion``)."""
 
     # ---- appending ------------------------------------------------------------------------
 
@@ -150,6 +155,10 @@ class ConsentService:
         store.insert(session, entries)
         self._audit.record(session, [self._audit_event(e, t, actor) for e, t in entries])
         self._learn_on_commit(session, [event for event, _ in entries])
+        if self.after_append:
+            told = [(e.kind.value, e.consent_id, t.customer, t.recipient) for e, t in entries]
+            for hook in self.after_append:
+                hook(session, told, actor)
         return [Appended(event, terms, self.signer) for event, terms in entries]
 
     def _audit_event(self, event: ConsentEvent, terms: ConsentTerms, actor: str) -> AuditEvent:

@@ -7,7 +7,9 @@ races to do the same reads the key the first one wrote.
 
 from __future__ import annotations
 
-from broker.consent.service import ConsentService
+from sqlmodel import Session
+
+from broker.consent.service import AppendHook, ConsentService
 from broker.keys.files import load_ed25519_key
 from broker.policy.service import active_vocabulary
 from broker.runtime import (
@@ -20,7 +22,9 @@ from consent_ledger import ReceiptSigner
 
 
 def open_consents(rt: Runtime) -> ConsentService:
-    return ConsentService(
+    """The consent service; its withdrawals and expiries propagate to recipients (deletion
+    requests, ``broker.delivery.deletion``) in the transaction that writes them."""
+    service = ConsentService(
         rt.audit,
         rt.clock,
         rt.hasher,
@@ -28,6 +32,19 @@ def open_consents(rt: Runtime) -> ConsentService:
         rt.settings.consent_max_days,
         active_vocabulary(rt.settings, rt.audit, rt.clock),
     )
+    service.after_append.append(_propagate(rt))
+    return service
+
+
+def _propagate(rt: Runtime) -> AppendHook:
+    def hook(session: Session, events: list[tuple[str, str, str, str]], actor: str) -> None:
+        if any(kind in ("withdrawn", "expired") for kind, *_ in events):
+            # imported here: broker.delivery.service itself opens consents
+            from broker.delivery.service import open_deletions
+
+            open_deletions(rt).on_consent_events(session, events, actor)
+
+    return hook
 
 
 def load_receipt_signer(settings: Settings) -> ReceiptSigner:

@@ -188,6 +188,17 @@ class Recipients:
         query = select(RecipientKey).where(RecipientKey.recipient_id == recipient_id)
         return list(session.exec(query.order_by(col(RecipientKey.kid))))
 
+    def set_webhook(
+        self, session: Session, recipient_id: str, url: str | None, actor: str
+    ) -> Recipient:
+        """Register, change or (None) remove the recipient's webhook for push delivery."""
+        row = self.get(session, recipient_id)
+        row.webhook_url = None if url is None else check_webhook(url)
+        row.updated_us = to_us(self._clock.now())
+        session.add(row)
+        self._record(session, "webhook_changed", actor, {"recipient_id": recipient_id, "url": url})
+        return row
+
     def suspend(self, session: Session, recipient_id: str, actor: str, reason: str) -> Recipient:
         """Suspended: no token is issued and no token of it is honoured, from now on."""
         row = self._active(session, recipient_id)

@@ -1,11 +1,13 @@
-"""Pull feeds: subscriptions, and pages that each run the one release pipeline.
+"""Feeds: subscriptions, and pages that each run the one release pipeline.
 
 A feed names what a recipient receives (purpose, categories, granularity, scope: one customer's
 data or the aggregates of some feeders; a period or continuous; a format). ``page`` releases
 the next ``limit`` whole days (1 by default, at most ``MAX_DAYS``) through the pipeline: every
 page is decided again, so a withdrawn consent refuses the very next page, and the feed is then
 marked stopped (with the decision's reasons) and refuses every later page. A continuous feed
-releases only days that have ended.
+releases only days that have ended. A push feed (``delivery="push"``, for a recipient with a
+registered webhook) is paged the same way by the push worker (``broker.delivery.service``),
+which posts each page; it cannot also be pulled.
 
 Cursors are opaque: ``<feed id>.<day>.<mac>`` in base64url, the MAC a keyed hash (the broker's
 subject-hash key) of the feed id and the day, so a cursor cannot be forged, edited, or used on
@@ -28,6 +30,7 @@ from sqlmodel import Session
 from broker.errors import BrokerError, NotFound
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.ids import SubjectHasher, new_id
+from broker.recipients.models import Recipient
 from broker.release.formats import Body, check_format, serialise
 from broker.release.models import Feed
 from broker.release.pipeline import ReleaseDenied, ReleaseOptions, ReleasePipeline
@@ -36,6 +39,7 @@ from broker.storage.db import Database
 DAY_S = 86_400
 MAX_DAYS = 31
 SCOPES = ("subject", "aggregate")
+DELIVERIES = ("pull", "push")
 
 
 class InvalidFeed(BrokerError):
@@ -59,6 +63,8 @@ class FeedSpec:
     period_from: datetime | None = None
     period_to: datetime | None = None
     """None: continuous."""
+    delivery: str = "pull"
+    """``pull`` (paged by the recipient) or ``push`` (posted to its webhook each day)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ def feed_json(feed: Feed) -> dict[str, Any]:
         "period_from": from_us(feed.period_from_us).isoformat(),
         "period_to": None if feed.period_to_us is None else from_us(feed.period_to_us).isoformat(),
         "format": feed.format,
+        "delivery": feed.delivery,
         "status": feed.status,
         "stop_reason": feed.stop_reason,
         "created": from_us(feed.created_us).isoformat(),
@@ -105,6 +112,8 @@ def _check(spec: FeedSpec) -> None:
         raise InvalidFeed("a feed names at least one category")
     if spec.period_from and spec.period_to and spec.period_to <= spec.period_from:
         raise InvalidFeed("the period ends before it starts")
+    if spec.delivery not in DELIVERIES:
+        raise InvalidFeed(f"delivery must be one of {', '.join(DELIVERIES)}")
 
 
 class FeedService:
@@ -133,10 +142,15 @@ class FeedService:
             period_from_us=to_us(start),
             period_to_us=None if spec.period_to is None else to_us(spec.period_to),
             format=spec.format,
+            delivery=spec.delivery,
             status="active",
             created_us=to_us(now),
         )
         with self.db.transaction() as session:
+            if spec.delivery == "push":
+                row = session.get(Recipient, recipient)
+                if row is None or not row.webhook_url:
+                    raise InvalidFeed("a push feed needs a webhook_url registered for you")
             session.add(feed)
             session.flush()
             return feed_json(feed)
@@ -153,9 +167,10 @@ class FeedService:
 
     def stop(self, recipient: str, feed_id: str, reason: str = "stopped by the recipient") -> None:
         with self.db.transaction() as session:
-            self._stop(self._own(session, recipient, feed_id), session, reason)
+            self.stop_in(session, self._own(session, recipient, feed_id), reason)
 
-    def _stop(self, feed: Feed, session: Session, reason: str) -> None:
+    def stop_in(self, session: Session, feed: Feed, reason: str) -> None:
+        """Stop ``feed`` in the caller's transaction (once; later calls change nothing)."""
         if feed.status != "stopped":
             feed.status, feed.stop_reason = "stopped", reason[:1000]
             feed.stopped_us = to_us(self.clock.now())
@@ -184,56 +199,74 @@ class FeedService:
         limit: int = 1,
         fmt: str | None = None,
     ) -> Page:
-        if not 1 <= limit <= MAX_DAYS:
-            raise InvalidFeed(f"limit is the days per page, 1 to {MAX_DAYS}")
+        """The next page of a pull feed, in a transaction of its own."""
         denied: ReleaseDenied | None = None
         with self.db.transaction() as session:
             feed = self._own(session, recipient, feed_id)
-            if feed.status != "active":
-                raise FeedStopped(f"feed {feed_id} is stopped: {feed.stop_reason}")
-            fmt = check_format(fmt or feed.format)
-            day = _day_start(from_us(feed.period_from_us))
-            if cursor:
-                day = self._day_of(feed_id, cursor)
-            last = _day_start(self.clock.now())  # days before today have ended
-            if feed.period_to_us is not None:
-                last = min(last, -(-feed.period_to_us // (DAY_S * 1_000_000)))
-            end_day = min(day + limit, last)
-            meta: dict[str, Any] = {"feed_id": feed_id}
-            if end_day <= day:  # nothing ended yet (continuous) or the period is done
-                done = feed.period_to_us is not None and day >= last
-                next_cursor = None if done else self.cursor(feed_id, day)
-                return Page(serialise(_empty(), fmt, meta), next_cursor, None, 0)
-            start = datetime.fromtimestamp(day * DAY_S, UTC)
-            end = datetime.fromtimestamp(end_day * DAY_S, UTC)
-            if feed.period_to_us is not None:
-                end = min(end, from_us(feed.period_to_us))
-            request = self.pipeline.request_for(
-                session, recipient, feed.purpose, json.loads(feed.categories), feed.granularity,
-                start, end, feed.subject, feed.tier,
-            )  # fmt: skip
-            options = ReleaseOptions(groups=tuple(json.loads(feed.groups)), feed_id=feed_id)
+            if feed.delivery == "push":
+                raise FeedStopped(f"feed {feed_id} is pushed to the webhook; it cannot be pulled")
             try:
-                result = self.pipeline.release(session, request, options)
-            except ReleaseDenied as exc:  # withdrawn, expired, suspended: the feed stops
-                self._stop(feed, session, f"{exc.message}")
+                return self.page_in(session, feed, cursor, limit, fmt)
+            except ReleaseDenied as exc:  # the feed was stopped: commit that, then answer
                 denied = exc
-            else:
-                meta |= {
-                    "release_id": result.release_id,
-                    "tier": result.tier,
-                    "granularity": result.granularity,
-                    "decision_id": result.decision.decision_id,
-                    "manifest_sha256": result.manifest_digest,
-                    "from": start.isoformat(),
-                    "to": end.isoformat(),
-                }
-                body = serialise(result.frame, fmt, meta)
-                more = feed.period_to_us is None or end_day < last
-                next_cursor = self.cursor(feed_id, end_day) if more else None
-                return Page(body, next_cursor, result.release_id, result.rows)
-        assert denied is not None
         raise denied
+
+    def page_in(
+        self,
+        session: Session,
+        feed: Feed,
+        cursor: str | None = None,
+        limit: int = 1,
+        fmt: str | None = None,
+    ) -> Page:
+        """The next page of ``feed`` in the caller's transaction (pull routes and the push
+        worker). A denial (withdrawn, expired, suspended) stops the feed in that transaction
+        and raises ``ReleaseDenied``: commit it."""
+        if not 1 <= limit <= MAX_DAYS:
+            raise InvalidFeed(f"limit is the days per page, 1 to {MAX_DAYS}")
+        feed_id, recipient = feed.feed_id, feed.recipient
+        if feed.status != "active":
+            raise FeedStopped(f"feed {feed_id} is stopped: {feed.stop_reason}")
+        fmt = check_format(fmt or feed.format)
+        day = _day_start(from_us(feed.period_from_us))
+        if cursor:
+            day = self._day_of(feed_id, cursor)
+        last = _day_start(self.clock.now())  # days before today have ended
+        if feed.period_to_us is not None:
+            last = min(last, -(-feed.period_to_us // (DAY_S * 1_000_000)))
+        end_day = min(day + limit, last)
+        meta: dict[str, Any] = {"feed_id": feed_id}
+        if end_day <= day:  # nothing ended yet (continuous) or the period is done
+            done = feed.period_to_us is not None and day >= last
+            next_cursor = None if done else self.cursor(feed_id, day)
+            return Page(serialise(_empty(), fmt, meta), next_cursor, None, 0)
+        start = datetime.fromtimestamp(day * DAY_S, UTC)
+        end = datetime.fromtimestamp(end_day * DAY_S, UTC)
+        if feed.period_to_us is not None:
+            end = min(end, from_us(feed.period_to_us))
+        request = self.pipeline.request_for(
+            session, recipient, feed.purpose, json.loads(feed.categories), feed.granularity,
+            start, end, feed.subject, feed.tier,
+        )  # fmt: skip
+        options = ReleaseOptions(groups=tuple(json.loads(feed.groups)), feed_id=feed_id)
+        try:
+            result = self.pipeline.release(session, request, options)
+        except ReleaseDenied as exc:  # withdrawn, expired, suspended: the feed stops
+            self.stop_in(session, feed, f"{exc.message}")
+            raise
+        meta |= {
+            "release_id": result.release_id,
+            "tier": result.tier,
+            "granularity": result.granularity,
+            "decision_id": result.decision.decision_id,
+            "manifest_sha256": result.manifest_digest,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+        }
+        body = serialise(result.frame, fmt, meta)
+        more = feed.period_to_us is None or end_day < last
+        next_cursor = self.cursor(feed_id, end_day) if more else None
+        return Page(body, next_cursor, result.release_id, result.rows)
 
 
 def _empty() -> pd.DataFrame:

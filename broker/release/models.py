@@ -3,7 +3,8 @@
 ``release`` holds one row per release made: who received it, for what, under which decision
 and policy revision, on which consents, in which tier, with its manifest. ``release_group`` holds
 the member sets of aggregated releases for the differencing check of later releases to the same
-recipient, as keyed hashes of the meters (never meter ids). ``feed`` holds pull subscriptions.
+recipient, as keyed hashes of the meters (never meter ids). ``feed`` holds subscriptions,
+pulled or pushed.
 Rows of ``release`` and ``release_group`` are never changed.
 """
 
@@ -65,6 +66,12 @@ class Feed(SQLModel, table=True):
     period_to_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     """None: continuous."""
     format: str = Field(sa_column=Column(String(16), nullable=False))
+    delivery: str = Field(
+        default="pull", sa_column=Column(String(8), nullable=False, server_default="pull")
+    )
+    """``pull`` (the recipient pages it) or ``push`` (the broker posts each day to its webhook)."""
+    push_cursor: str | None = Field(default=None, sa_column=Column(String(512), nullable=True))
+    """Push feeds: the cursor of the next day to push."""
     status: str = Field(sa_column=Column(String(16), nullable=False))
     stop_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_us: int = Field(sa_column=Column(BigInteger, nullable=False))

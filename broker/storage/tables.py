@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 from broker.audit import models as audit_models
 from broker.ca import models as ca_models
 from broker.consent import models as consent_models
+from broker.delivery import models as delivery_models
 from broker.keys import models as keys_models
 from broker.oauth import models as oauth_models
 from broker.policy import models as policy_models
@@ -22,6 +23,7 @@ __all__ = [
     "audit_models",
     "ca_models",
     "consent_models",
+    "delivery_models",
     "keys_models",
     "mdms_models",
     "metadata",

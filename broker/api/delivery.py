@@ -1,0 +1,121 @@
+"""Routes of push delivery and deletion (issue 6, parts 5 and 6).
+
+- ``GET /.well-known/jwks.json``: the broker's delivery signing key (RFC 9421 signatures on
+  webhook pushes, JWS of deletion requests), for recipients to verify offline.
+- ``GET /v1/deliveries``: the caller's webhook deliveries and their receipts (status,
+  attempts, body digest, the recipient's own signed receipt if it sent one).
+- ``GET /v1/deletions``: the caller's deletion requests (recipients without a webhook poll
+  here); ``POST /v1/deletions/{id}/ack``: the signed acknowledgement.
+- ``GET /v1/regulator/deletions``: every recipient's requests, ``status=overdue`` for those
+  past their deadline without an acknowledgement (role ``regulator``; audited).
+
+No ``from __future__ import annotations``: FastAPI resolves the routes' annotations.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from broker.api.peer import PeerDep
+from broker.api.schemas import ErrorBody
+from broker.audit.events import AuditEvent
+from broker.delivery import deletion
+from broker.delivery.outbox import delivery_json
+from broker.delivery.service import open_deletions, open_outbox
+from broker.delivery.signing import load_delivery_key, public_jwk
+from broker.errors import Forbidden
+from broker.runtime import Runtime
+
+DeletionStatusQuery = Annotated[
+    str | None, Query(pattern="^(requested|acknowledged|overdue)$", description="filter")
+]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+class Acknowledgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ack: str = Field(
+        max_length=16_384,
+        description="Compact JWS, typ x1332-deletion-ack+jws, signed with a key you registered, "
+        'over {"deletion_id", "recipient", "release_ids", "deleted_at"}',
+    )
+
+
+def install_delivery(
+    app: FastAPI, rt: Runtime, recipient: Callable[..., str], dependencies: Sequence[Any] = ()
+) -> None:
+    """The delivery routes; ``dependencies`` (the per-client rate limit) apply to each."""
+    app.include_router(delivery_router(rt, recipient), dependencies=list(dependencies))
+
+
+def delivery_router(rt: Runtime, recipient: Callable[..., str]) -> APIRouter:
+    router = APIRouter(
+        tags=["delivery"],
+        responses={
+            401: {"model": ErrorBody, "description": "no valid certificate-bound token"},
+            403: {"model": ErrorBody, "description": "not allowed for this caller"},
+        },
+    )
+    Recipient = Annotated[str, Depends(recipient)]
+    outbox = open_outbox(rt)
+    deletions = open_deletions(rt, outbox)
+    jwks = {"keys": [public_jwk(load_delivery_key(rt.settings))]}
+
+    @router.get("/.well-known/jwks.json", summary="The broker's delivery signing keys (JWKS)")
+    def keys(_peer: PeerDep) -> dict[str, Any]:
+        return jwks
+
+    @router.get("/v1/deliveries", summary="Your webhook deliveries and their receipts")
+    def my_deliveries(
+        who: Recipient,
+        status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
+        limit: Limit = 100,
+    ) -> list[dict[str, Any]]:
+        with rt.db.transaction() as session:
+            return [delivery_json(r) for r in outbox.deliveries(session, who, status, limit)]
+
+    @router.get("/v1/deletions", summary="Deletion requests addressed to you")
+    def my_deletions(
+        who: Recipient, status: DeletionStatusQuery = None, limit: Limit = 100
+    ) -> list[dict[str, Any]]:
+        with rt.db.transaction() as session:
+            rows = deletions.of_recipient(session, who, None, 500)
+        return [row for row in rows if status in (None, row["status"])][:limit]
+
+    @router.post(
+        "/v1/deletions/{deletion_id}/ack",
+        summary="Acknowledge a deletion (signed)",
+        responses={
+            404: {"model": ErrorBody, "description": "no such request of yours"},
+            409: {"model": ErrorBody, "description": "already acknowledged"},
+            422: {"model": ErrorBody, "description": "the acknowledgement does not verify"},
+        },
+    )
+    def acknowledge(deletion_id: str, body: Acknowledgement, who: Recipient) -> dict[str, Any]:
+        with rt.db.transaction() as session:
+            return deletions.acknowledge(session, who, deletion_id, body.ack)
+
+    @router.get(
+        "/v1/regulator/deletions",
+        tags=["regulator"],
+        summary="Deletion requests of every recipient; status=overdue for missed deadlines",
+    )
+    def regulator_deletions(
+        peer: PeerDep,
+        status: DeletionStatusQuery = None,
+        recipient: Annotated[str | None, Query(max_length=120)] = None,
+        limit: Limit = 100,
+    ) -> list[dict[str, Any]]:
+        if peer.role != "regulator":
+            raise Forbidden(f"{peer.name} (role {peer.role}) is not a regulator")
+        with rt.db.transaction() as session:
+            found = deletion.find(session, rt.clock.now(), status, recipient, limit)
+            details = {"what": "deletions", "status": status, "recipient": recipient}
+            event = AuditEvent("regulator.read", f"cert:{peer.name}", None, details)
+            rt.audit.record(session, [event])
+        return found
+
+    return router

@@ -1,0 +1,173 @@
+"""Push delivery wired to a runtime: the outbox, deletion requests, push feeds, and the worker
+round that ``broker serve`` runs every ``BROKER_PUSH_POLL_S`` seconds.
+
+A worker round:
+1. appends ``expired`` events for consents whose expiry has come (so expiry propagates like a
+   withdrawal: feeds stop, deletion requests go out);
+2. releases the next ended days of every active push feed through the one pipeline
+   (``FeedService.page_in``) and queues each page for the recipient's webhook in the same
+   transaction as its release; a denial stops the feed (as a pull page would);
+3. posts every due delivery (``Outbox.run_due``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import col, select
+
+from broker.consent.wiring import open_consents
+from broker.delivery.deletion import Deletions
+from broker.delivery.outbox import HttpPoster, Outbox, Poster, push_client_context
+from broker.delivery.settings import PushSettings
+from broker.delivery.signing import load_delivery_key
+from broker.errors import BrokerError
+from broker.oauth.settings import OAuthSettings
+from broker.recipients.models import Recipient
+from broker.release.feeds import FeedService
+from broker.release.models import Feed
+from broker.release.pipeline import ReleaseDenied, ReleaseRefused
+from broker.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+PUSH_DAYS_PER_ROUND = 7
+"""A push feed catches up at most this many days per round (one release per day)."""
+
+
+def open_outbox(rt: Runtime, settings: PushSettings | None = None) -> Outbox:
+    return Outbox(
+        rt.db, rt.data_keys, rt.audit, rt.clock, rt.hasher, settings or PushSettings(),
+        load_delivery_key(rt.settings),
+    )  # fmt: skip
+
+
+def open_deletions(rt: Runtime, outbox: Outbox | None = None) -> Deletions:
+    outbox = outbox or open_outbox(rt)
+    due = timedelta(days=outbox.settings.deletion_due_days)
+    issuer = OAuthSettings().issuer
+    return Deletions(rt.audit, rt.clock, rt.hasher, load_delivery_key(rt.settings), outbox,
+                     due, issuer)  # fmt: skip
+
+
+@dataclass
+class RoundReport:
+    expired: int = 0
+    pushed_pages: int = 0
+    stopped_feeds: int = 0
+    deliveries: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "expired": self.expired,
+            "pushed_pages": self.pushed_pages,
+            "stopped_feeds": self.stopped_feeds,
+            "deliveries": self.deliveries,
+        }
+
+
+class PushService:
+    def __init__(self, rt: Runtime, feeds: FeedService, settings: PushSettings | None = None):
+        self.rt = rt
+        self.feeds = feeds
+        self.outbox = open_outbox(rt, settings)
+
+    def push_feeds(self, report: RoundReport) -> None:
+        with self.rt.db.transaction() as session:
+            ids = list(
+                session.exec(
+                    select(Feed.feed_id)
+                    .where(col(Feed.delivery) == "push", col(Feed.status) == "active")
+                    .order_by(col(Feed.created_us))
+                )
+            )
+        for feed_id in ids:
+            for _ in range(PUSH_DAYS_PER_ROUND):
+                if not self._push_one(feed_id, report):
+                    break
+
+    def _push_one(self, feed_id: str, report: RoundReport) -> bool:
+        """Release and queue the next day of one push feed; False when there is none now."""
+        try:
+            with self.rt.db.transaction() as session:
+                feed = session.get(Feed, feed_id)
+                if feed is None or feed.status != "active":
+                    return False
+                hook = session.get(Recipient, feed.recipient)
+                if hook is None or not hook.webhook_url:
+                    self.feeds.stop_in(session, feed, "the recipient has no webhook any more")
+                    report.stopped_feeds += 1
+                    return False
+                try:
+                    page = self.feeds.page_in(session, feed, feed.push_cursor, 1, None)
+                except ReleaseDenied:  # the feed is stopped in this transaction: commit it
+                    report.stopped_feeds += 1
+                    return False
+                if page.release_id is None:  # nothing ended yet, or the period is done
+                    if page.next_cursor is None:
+                        self.feeds.stop_in(session, feed, "the feed's period is complete")
+                    return False
+                self.outbox.enqueue(
+                    session,
+                    recipient=feed.recipient,
+                    url=hook.webhook_url,
+                    kind="release",
+                    body=page.body.content,
+                    media_type=page.body.media_type,
+                    subject=feed.subject,
+                    feed_id=feed.feed_id,
+                    release_id=page.release_id,
+                )
+                feed.push_cursor = page.next_cursor
+                if page.next_cursor is None:
+                    self.feeds.stop_in(session, feed, "the feed's period is complete")
+                session.add(feed)
+                report.pushed_pages += 1
+                return page.next_cursor is not None
+        except (ReleaseRefused, BrokerError) as exc:  # refused, or the store failed: next round
+            logger.warning("push feed %s: %s", feed_id, exc)
+            return False
+
+    def round(self, post: Poster) -> RoundReport:
+        report = RoundReport()
+        with self.rt.db.transaction() as session:
+            report.expired = len(open_consents(self.rt).expire_due(session, "system:expiry"))
+        self.push_feeds(report)
+        report.deliveries = self.outbox.run_due(post)
+        return report
+
+
+class PushLoop:
+    """The worker round on a thread, every ``poll_s`` seconds, until ``stop``."""
+
+    def __init__(self, service: PushService, post: Poster, poll_s: float) -> None:
+        self._service = service
+        self._post = post
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="push-worker", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._service.round(self._post)
+            except BrokerError as exc:  # e.g. the database went away: try again next round
+                logger.warning("push worker round failed: %s", exc)
+            self._stop.wait(self._poll_s)
+
+    def start(self) -> PushLoop:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def http_poster(settings: PushSettings, identity: tuple[Any, Any]) -> HttpPoster:
+    """The poster ``broker serve`` uses: the broker's certificate as client certificate."""
+    cert, key = identity
+    return HttpPoster(push_client_context(settings.ca_file, cert, key), settings)

@@ -1,0 +1,73 @@
+"""A broker with real readings (``tests.broker.release.conftest``) and a recipient's webhook
+served over TLS on loopback that requires the broker's client certificate: the reference
+receiver (``broker.delivery.receiver``), with its own private CA for its server certificate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from joserfc.jwk import ECKey
+
+from broker.ca.authority import CertificateAuthority
+from broker.ca.service import open_ca, server_identity
+from broker.delivery.outbox import HttpPoster
+from broker.delivery.receiver import (
+    WebhookReceiver,
+    serve_webhook,
+    webhook_identity,
+    webhook_server_context,
+)
+from broker.delivery.service import PushService, http_poster
+from broker.delivery.settings import PushSettings
+from broker.delivery.signing import load_delivery_key, public_jwk
+from broker.kit.clock import SystemClock
+from broker.recipients.models import Kind
+from broker.recipients.service import Recipients, Registration
+from broker.release.feeds import FeedService
+from tests.broker.release.conftest import Broker, broker  # noqa: F401 (the fixture)
+
+FAST = PushSettings(backoff_base_s=1.0, backoff_cap_s=60.0, timeout_s=5.0, max_attempts=4)
+
+
+@dataclass
+class Hooked:
+    b: Broker
+    receiver: WebhookReceiver
+    url: str
+    key: ECKey
+    push: PushService
+    poster: HttpPoster
+    feeds: FeedService
+
+    def round(self) -> dict[str, int]:
+        return self.push.round(self.poster).deliveries
+
+
+@pytest.fixture
+def hooked(broker: Broker, tmp_path: Path) -> Iterator[Hooked]:  # noqa: F811
+    rt = broker.rt
+    ca = CertificateAuthority.create(rt.settings, SystemClock())
+    identity = server_identity(rt, open_ca(rt), "test")
+    jwks = {"keys": [public_jwk(load_delivery_key(rt.settings))]}
+    key = ECKey.generate_key("P-256", parameters={"kid": "acme-1"})
+    receiver = WebhookReceiver.for_jwks("acme", jwks, key)
+    hook_ca, cert, cert_key = webhook_identity(tmp_path / "hook")
+    settings = FAST.model_copy(update={"ca_file": hook_ca})
+    with serve_webhook(receiver, webhook_server_context(ca.cert_path, cert, cert_key)) as port:
+        url = f"https://127.0.0.1:{port}/hook"
+        service = Recipients(rt.audit, rt.clock)
+        with rt.db.transaction() as session:
+            registration = Registration("acme", "Acme", Kind.third_party, (), url)
+            service.register(session, registration, "test")
+            service.add_key(session, "acme", key.as_dict(private=False), "test")
+        feeds = FeedService(rt.db, broker.pipeline(), broker.clock, rt.hasher)
+        poster = http_poster(settings, identity)
+        try:
+            yield Hooked(
+                broker, receiver, url, key, PushService(rt, feeds, settings), poster, feeds
+            )
+        finally:
+            poster.close()
