@@ -9,6 +9,7 @@ import typer
 
 from broker.audit.events import AuditEvent
 from broker.cli.common import actor, console, print_json, runtime
+from broker.delivery.erasure import erase_customer
 from connectors.mdms.keyfile import read_customer_file
 
 app = typer.Typer(help="Customers (personal data, sealed).", no_args_is_help=True)
@@ -40,3 +41,18 @@ def show(
         return
     for key, value in record.items():
         console.print(f"{key}: {value}")
+
+
+@app.command("erase")
+def erase(
+    customer: Annotated[str, typer.Argument(help="The customer reference.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "erasure request",
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase a customer: withdraw their consents, send every recipient that received their
+    data a signed deletion request, and crypto-shred their data keys. Cannot be undone."""
+    if not yes:
+        typer.confirm(f"Erase {customer} for good (their data becomes unreadable)?", abort=True)
+    with runtime() as rt:
+        summary = erase_customer(rt, customer, actor(), reason)
+    print_json(summary)

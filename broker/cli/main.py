@@ -19,6 +19,7 @@ from broker.cli import (
     consent,
     customers,
     db,
+    deliveries,
     demo,
     keys,
     mdms,
@@ -48,6 +49,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(consent.app, name="consent")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(recipients.app, name="recipients")
+app.add_typer(deliveries.app, name="deliveries")
 app.command("init")(db.init)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)

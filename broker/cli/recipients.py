@@ -112,6 +112,20 @@ def add_key(
     console.print(f"key {row.kid} registered for {name}")
 
 
+@app.command("webhook")
+def webhook(
+    name: Name,
+    url: Annotated[str | None, typer.Argument(help="https:// URL; omit with --remove.")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the webhook.")] = False,
+) -> None:
+    """Set or remove the recipient's webhook for push feeds and deletion requests."""
+    if (url is None) != remove:
+        raise typer.BadParameter("give a URL, or --remove")
+    with runtime() as rt, rt.db.transaction() as session:
+        Recipients(rt.audit, rt.clock).set_webhook(session, name, url, actor())
+    console.print(f"{name}: webhook {'removed' if remove else url}")
+
+
 @app.command("suspend")
 def suspend(name: Name, reason: Reason) -> None:
     """Suspend: no token is issued or honoured from the next request."""

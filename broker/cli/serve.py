@@ -1,5 +1,6 @@
-"""``broker serve``: the HTTPS API over TLS 1.3 with client certificates required, and the
-customer portal beside it (TLS 1.3, server authenticated; customers sign in)."""
+"""``broker serve``: the HTTPS API over TLS 1.3 with client certificates required, the
+customer portal beside it (TLS 1.3, server authenticated; customers sign in), and the push
+worker (consent expiry, push feeds, webhook deliveries every ``BROKER_PUSH_POLL_S``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from typing import Annotated
 import typer
 
 from broker.api.server import build, make_server, start_in_thread
+from broker.ca.service import open_ca, server_identity
 from broker.cli.common import actor, console, runtime
+from broker.delivery.service import PushLoop, PushService, http_poster
+from broker.delivery.settings import PushSettings
 from broker.portal.serve import portal_context
 from broker.portal.web import portal_app
+from broker.release.feeds import FeedService
+from broker.release.pipeline import open_pipeline
 
 
 def serve(
@@ -20,8 +26,8 @@ def serve(
         int | None, typer.Option(help="Customer portal port (default BROKER_PORT + 1; 0: none).")
     ] = None,
 ) -> None:
-    """Run the HTTPS API (mutual TLS 1.3, client certificates from the broker's CA) and the
-    customer portal (sign-in, consent page, the customer's own data)."""
+    """Run the HTTPS API (mutual TLS 1.3, client certificates from the broker's CA), the
+    customer portal (sign-in, consent page, the customer's own data) and the push worker."""
     with runtime() as rt:
         served = build(rt, actor())
         bind, at = host or rt.settings.host, port or rt.settings.port
@@ -32,4 +38,13 @@ def serve(
                 portal = make_server(portal_app(rt), portal_context(rt, actor()), bind, portal_at)
                 start_in_thread(portal)
                 console.print(f"customer portal https://{bind}:{portal_at}/me (TLS 1.3)")
-            make_server(served.app, served.ctx, bind, at).run()
+            push = PushSettings()
+            feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
+            poster = http_poster(push, server_identity(rt, open_ca(rt), actor()))
+            loop = PushLoop(PushService(rt, feeds, push), poster, push.poll_s).start()
+            console.print(f"push worker every {push.poll_s:g} s (webhooks over mutual TLS)")
+            try:
+                make_server(served.app, served.ctx, bind, at).run()
+            finally:
+                loop.stop()
+                poster.close()
