@@ -111,7 +111,7 @@ def _run_steps(
         "decisions": step["decisions"],
         "bad_bundle_refused": step["officer"]["bad_bundle"].startswith("refused"),
     }
-    task = progress.add_task("recipients, OAuth, consent page, feeds, EMS, withdrawal", total=1)
+    task = progress.add_task("recipients, OAuth, consent page, pull and push, EMS, withdrawal, deletion", total=1)
     with report.step("service") as step:
         step.update(service_story(rt, DEMO_CUSTOMER, report.out, first_day_of(path.days)))
     progress.advance(task)
@@ -123,7 +123,12 @@ def _run_steps(
             "ems_pull",
             "token_with_another_certificate",
             "energy_app_after_withdrawal",
+            "energy_app_push",
+            "insight_co_household_data",
+            "insight_co_research_aggregate",
+            "deletion",
             "regulator_export",
+            "counts",
         )
     }
     task = progress.add_task("audit events in group commits", total=events)

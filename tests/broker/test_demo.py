@@ -63,6 +63,15 @@ def test_demo_writes_summary_and_a_verifiable_export(tmp_path: Path) -> None:
     assert service["ems_pull"].startswith("HTTP 200") and service["ems_pull"].endswith("none")
     assert service["energy_app_after_withdrawal"] == "HTTP 403 ReleaseDenied"
     assert service["regulator_export"].endswith("verified offline")
+    assert "signed page(s) posted" in service["energy_app_push"]
+    assert "after 1 refused attempt(s)" in service["energy_app_push"]
+    assert service["insight_co_household_data"] == "HTTP 403 (no_covering_consent)"
+    assert service["insight_co_research_aggregate"] == "HTTP 200, tier aggregated"
+    assert service["deletion"].endswith("acknowledged (signed): HTTP 200 acknowledged")
+    counts = service["counts"]
+    assert counts["deletion_requests"] == counts["deletions_acknowledged"] == 1
+    assert counts["deletions_overdue"] == 0 and counts["push_retries"] == 1
+    assert counts["pushes_delivered"] >= 2 and counts["requests_refused"] == 3
     again = ["--events", "10", "--meters", "10", "--days", "3", "--rotate", "0"]
     assert main(["demo", "--out", str(out), *again]) == 0  # an earlier demo is replaced
     summary = json.loads((out / "summary.json").read_text())
