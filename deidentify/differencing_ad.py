@@ -12,6 +12,12 @@ and reveals nothing new.
 
 Overlap is decided by membership, not by the group's label: renaming a group, or asking for a
 substation where a feeder was released before, would otherwise evade the check.
+
+A set already released to the recipient (the same members over a period covering this one) is
+not checked again: its sums are ones the recipient holds, so its difference from any earlier
+set is one the recipient could already take. Without this, a release holding a feeder and the
+substation it was merged into (sets a few members apart, never in the same interval) could
+never be repeated.
 """
 
 from __future__ import annotations
@@ -64,15 +70,23 @@ def check_differencing(
     for i, current in enumerate(members):
         for meter in current.members:
             holding[meter].add(i)
+    history = [release for release in history if release.recipient == recipient]
+    held: defaultdict[frozenset[str], list[MemberSet]] = defaultdict(list)
     for release in history:
-        if release.recipient != recipient:
-            continue
+        for past in release.sets:
+            held[past.members].append(past)
+    repeated = {
+        i
+        for i, current in enumerate(members)
+        if any(p.start <= current.start and current.end <= p.end for p in held[current.members])
+    }
+    for release in history:
         for past in release.sets:
             # A set within min_difference - 1 members of ``past`` misses at most that many of
             # its members: any min_difference of them name every such set (one index lookup
             # per member of this release, not per member of the whole history).
             probe = itertools.islice(past.members, min_difference)
-            for i in set().union(*(holding.get(m, ()) for m in probe)):
+            for i in set().union(*(holding.get(m, ()) for m in probe)) - repeated:
                 _refuse_close(members[i], release.release_id, past, min_difference)
 
 

@@ -290,9 +290,11 @@ def test_r4_4_the_check_refuses_exactly_the_overlapping_sets_1_to_14_apart(
     0 to 20 members flipped in or out."""
     current = [_member_set(f"F{i}", base) for i, base in enumerate(bases)]
     earlier = [_member_set("S", bases[i % len(bases)] ^ flip) for i, flip in enumerate(flips)]
+    held = {b.members for b in earlier}  # same period: a set already held is not news
     close = any(
         a.members & b.members and 0 < len(a.members ^ b.members) < 15
         for a in current
+        if a.members not in held
         for b in earlier
     )
     try:
@@ -398,3 +400,20 @@ def test_bad_parameters_are_refused(
     readings, households = _good()
     with pytest.raises(error, match=message):
         aggregate(readings, households, **kwargs)  # type: ignore[arg-type]
+
+
+def test_r4_4_a_release_repeated_with_sets_a_few_apart_is_allowed_and_a_new_one_is_not() -> None:
+    """A feeder and the substation it was merged into differ by a few members but are never
+    released in the same interval; repeating that release adds nothing the recipient lacks.
+    A set the recipient has not seen, a few members from one it has, is still refused."""
+    feeder = _member_set("F1", frozenset(range(110)))
+    substation = _member_set("S1", frozenset(range(120)))
+    history = [PastRelease("rel-1", "acme-energy", (feeder, substation))]
+    check_differencing((feeder, substation), history, "acme-energy")
+    smaller = _member_set("F1", frozenset(range(109)))
+    with pytest.raises(DifferencingRefused, match="differs by 1 member"):
+        check_differencing((smaller,), history, "acme-energy")
+    longer = feeder.__class__(feeder.group, feeder.start, feeder.end + pd.Timedelta(days=1),
+                              feeder.members)  # fmt: skip
+    with pytest.raises(DifferencingRefused):  # a period the recipient does not hold yet
+        check_differencing((longer,), history, "acme-energy")

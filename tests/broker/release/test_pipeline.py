@@ -167,6 +167,16 @@ def test_R4_4_differencing_history_is_kept_per_recipient(broker: Broker) -> None
     assert groups >= 2
 
 
+def test_R4_4_the_same_aggregate_release_can_be_asked_for_again(broker: Broker) -> None:
+    """F-001 and F-002 with F-002 merged into its substation in some intervals: the feeder's
+    and the substation's member sets are a few apart, yet repeating the release reveals
+    nothing new and is allowed (it was refused as differencing before)."""
+    pipeline = broker.pipeline()
+    first = _aggregate(broker, pipeline)
+    again = _aggregate(broker, pipeline)
+    assert first.rows == again.rows > 0
+
+
 def test_C3_3_dp_tier_spends_budget_and_is_refused_beyond_the_cap(broker: Broker) -> None:
     pipeline = broker.pipeline(BudgetRules(epsilon_cap=2.0))
     first = _aggregate(broker, pipeline, tier="dp", epsilon=1.0)
