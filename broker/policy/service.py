@@ -6,15 +6,19 @@ request with a denial (``engine_error``) and an audit entry, never with data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from sqlmodel import Session
 
 from broker.audit.events import AuditSink
 from broker.errors import BrokerError
 from broker.kit.clock import Clock
 from broker.kit.ids import SubjectHasher
 from broker.policy.bundle import Bundle, load_bundle, shipped_bundle_dir
-from broker.policy.decision import DecisionPoint
+from broker.policy.decision import Decision, DecisionPoint, Facts
 from broker.policy.engine import EmbeddedEngine, EngineFailure, PolicyEngine
 from broker.policy.store import NoActivePolicy, PolicyStore
 from broker.settings import Settings
@@ -67,6 +71,59 @@ def open_decision_point(
             NoPolicyEngine(exc.message), "none", DEFAULT_DECISION, clock, hasher, audit
         )
     return DecisionPoint(engine, bundle.revision, bundle.decision_path(), clock, hasher, audit)
+
+
+class LiveDecisionPoint:
+    """The active revision's decision point for a long-running process (``broker serve``):
+    at most every ``check_s`` seconds it reads which revision the ``active`` link names, and
+    when ``broker policy activate`` (another process) has swapped it, loads and verifies the
+    new one. Decisions after the swap use the new revision without a restart; a revision that
+    does not verify makes every decision a denial, as at start. Records decided on the old
+    point and not yet flushed move to the new one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        audit: AuditSink,
+        clock: Clock,
+        hasher: SubjectHasher,
+        check_s: float = 1.0,
+    ) -> None:
+        self._open: Callable[[], DecisionPoint] = lambda: open_decision_point(
+            settings, audit, clock, hasher
+        )
+        self._store = PolicyStore(settings, audit, clock)
+        self._revision = self._store.active_revision()
+        self._point = self._open()
+        self._check_s = check_s
+        self._next = time.monotonic() + check_s
+        self._lock = threading.Lock()
+
+    @property
+    def revision(self) -> str:
+        return self.current.revision
+
+    @property
+    def current(self) -> DecisionPoint:
+        now = time.monotonic()
+        if now >= self._next:
+            with self._lock:
+                if now >= self._next:
+                    self._next = now + self._check_s
+                    revision = self._store.active_revision()
+                    if revision != self._revision:
+                        old, self._point = self._point, self._open()
+                        self._point.pending.extend(old.pending)
+                        self._point.failures.extend(old.failures)
+                        old.pending, old.failures = [], []
+                        self._revision = revision
+        return self._point
+
+    def decide(self, facts: Facts) -> Decision:
+        return self.current.decide(facts)
+
+    def flush(self, session: Session) -> int:
+        return self._point.flush(session)
 
 
 def activate_shipped_if_none(

@@ -40,9 +40,9 @@ from broker.errors import Forbidden
 from broker.kit.canonical import canonical_text
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.ids import SubjectHasher, new_id
-from broker.policy.decision import Decision, DecisionPoint, Facts, ReleaseRequest
+from broker.policy.decision import Decision, Facts, ReleaseRequest
 from broker.policy.facts import covering_consents
-from broker.policy.service import open_decision_point
+from broker.policy.service import LiveDecisionPoint
 from broker.privacy.service import BudgetLedger, PseudonymKeys, load_pseudonym_master
 from broker.recipients.models import Recipient
 from broker.release.models import ReleaseGroup, ReleaseRecord
@@ -84,6 +84,14 @@ class ReleaseRefused(Forbidden):
 class RecipientInfo:
     kind: str
     status: str
+
+
+class Decider(Protocol):
+    """A ``DecisionPoint``, or the ``LiveDecisionPoint`` that follows activations."""
+
+    def decide(self, facts: Facts) -> Decision: ...
+
+    def flush(self, session: Session) -> int: ...
 
 
 class RecipientDirectory(Protocol):
@@ -141,7 +149,7 @@ def manifest_text(manifest: ReleaseManifest) -> str:
 class ReleasePipeline:
     def __init__(
         self,
-        decisions: DecisionPoint,
+        decisions: Decider,
         consents: ConsentService,
         repository: ReadingsRepository,
         pseudonyms: PseudonymKeys,
@@ -397,10 +405,11 @@ class ReleasePipeline:
 def open_pipeline(
     rt: Runtime, recipients: RecipientDirectory | None = None, config: ReleaseConfig | None = None
 ) -> ReleasePipeline:
-    """The pipeline of a runtime (``broker.runtime.Runtime``): the active policy revision, the
-    consent service, the pseudonym master key and the budget ledger."""
+    """The pipeline of a runtime (``broker.runtime.Runtime``): the active policy revision (and
+    the next one ``broker policy activate`` swaps in, without a restart), the consent service,
+    the pseudonym master key and the budget ledger."""
     return ReleasePipeline(
-        open_decision_point(rt.settings, rt.audit, rt.clock, rt.hasher),
+        LiveDecisionPoint(rt.settings, rt.audit, rt.clock, rt.hasher),
         open_consents(rt),
         ReadingsRepository(rt.data_keys, rt.hasher),
         PseudonymKeys(load_pseudonym_master(rt.settings), rt.audit, rt.clock),
