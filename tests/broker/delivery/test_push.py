@@ -5,6 +5,7 @@ requests with signed acknowledgements, overdue deletions, erasure that crypto-sh
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -20,7 +21,7 @@ from broker.delivery.erasure import erase_customer
 from broker.delivery.models import DeletionRequest, Delivery
 from broker.delivery.outbox import NotRedrivable
 from broker.delivery.receiver import sign_as_recipient
-from broker.delivery.service import RoundReport, open_deletions
+from broker.delivery.service import PushLoop, RoundReport, open_deletions
 from broker.errors import NotFound
 from broker.recipients.service import Recipients
 from broker.regulator import metrics
@@ -201,3 +202,17 @@ def test_R3_4_erasure_notifies_every_recipient_and_shreds_queued_pushes(hooked: 
     assert all("crypto-shredded" in (r.last_error or "") for r in dead)
     (request,) = hooked.receiver.deletion_requests
     assert request["reason"] == "erasure" and len(request["release_ids"]) == 3
+
+
+def test_C3_2_the_serve_loop_pushes_on_its_own_and_stops(hooked: Hooked) -> None:
+    """What ``broker serve`` runs: the worker round on a thread, every poll interval."""
+    _subscribe(hooked)
+    loop = PushLoop(hooked.push, hooked.poster, poll_s=0.05).start()
+    try:
+        for _ in range(200):
+            if len(hooked.receiver.held) == 2:
+                break
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    assert len(hooked.receiver.held) == 2
