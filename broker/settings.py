@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     """Requests a second each client certificate may make to the feeds and regulator routes
     (429 with Retry-After beyond)."""
     api_burst: float = Field(default=40.0, ge=1)
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Largest request body of the API's routes (413 beyond); the MDMS ingest and the token
+    endpoint keep their own bounds (``mdms_max_body_bytes``, the OAuth settings)."""
+    portal_rate_per_s: float = Field(default=1.0, gt=0)
+    """Sign-ins a second from one client address, and consent decisions and withdrawals a
+    second of one customer, on the portal (429 with Retry-After beyond)."""
+    portal_burst: float = Field(default=20.0, ge=1)
+    portal_max_body_bytes: int = Field(default=16 * 1024, ge=1024)
+    """Largest form the portal reads (413 beyond)."""
     policy_engine: Literal["embedded", "opa"] = "embedded"
     """Where Rego runs: in process (regorus) or on an OPA server (``opa_url``)."""
     policy_compiled: bool = True

@@ -1,50 +1,55 @@
 """The HTTPS API (FastAPI): built by ``create_app``, nothing at import time.
 
 Every route depends on ``current_peer``: the client certificate the TLS layer verified, checked
-again against the current CRL. One error shape for every ``BrokerError``:
-``{"error": <class name>, "detail": <message>}``.
+again against the current CRL. One error shape for every ``BrokerError``, every request FastAPI
+cannot validate and every unknown route: ``{"error": <class name>, "detail": <message>}``,
+documented for every operation of ``/openapi.json`` (``broker.api.schemas``).
+
+Limits before any work (T7, C1.8, ``broker.api.limits``): every body is bounded
+(``BROKER_API_MAX_BODY_BYTES``, 413), except on the two routes that bound their own (MDMS ingest,
+token endpoint); the feeds, regulator and recipients routes share one token bucket per client
+certificate (``Depends(client_rate)``: 429 with Retry-After), and so does any router included
+with those dependencies (the OpenAPI document then names its 429 too).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from broker.api.delivery import install_delivery
 from broker.api.feeds import feeds_router
+from broker.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, ClientRate, client_rate
 from broker.api.mdms import mdms_router
 from broker.api.oauth import Caller, InsufficientScope, install_oauth, require_token
 from broker.api.peer import PeerDep
 from broker.api.regulator import regulator_router
-from broker.api.schemas import ErrorBody
+from broker.api.schemas import (
+    document_error_family,
+    error_json,
+    error_responses,
+    install_error_family,
+)
 from broker.api.tls import RevocationCheck
-from broker.errors import BrokerError, Throttled
+from broker.errors import BrokerError
 from broker.oauth.settings import OAuthSettings
 from broker.release.feeds import FeedService
 from broker.release.pipeline import open_pipeline
 from broker.runtime import Runtime, limit_settings
-from connectors.mdms.limits import Limits, LimitSettings
+from connectors.mdms.limits import Limits
+
+__all__ = ["OWN_BODY_BOUNDS", "ClientRate", "Health", "create_app", "feed_recipient"]
+OWN_BODY_BOUNDS = frozenset({"/mdms/v1/frames", "/oauth/token"})
+"""Routes that read their bodies themselves, up to their own bounds (413 beyond)."""
 
 
 class Health(BaseModel):
     status: str
     peer: str
     role: str | None
-
-
-class ClientRate:
-    """A token bucket of requests per client certificate (T7, C1.8): the MDMS's limiter, one
-    token a request; over it, 429 with Retry-After before any work."""
-
-    def __init__(self, rate_per_s: float, burst: float) -> None:
-        self._limits = Limits(LimitSettings(rate_frames_per_s=rate_per_s, burst_frames=burst))
-
-    def __call__(self, peer: PeerDep) -> None:
-        wait = self._limits.retry_after_rate(peer.name, 1)
-        if wait:
-            raise Throttled(f"{peer.name} makes requests too often; retry in {wait} s", wait)
 
 
 def feed_recipient(caller: Annotated[Caller, Depends(require_token())]) -> str:
@@ -57,9 +62,8 @@ def feed_recipient(caller: Annotated[Caller, Depends(require_token())]) -> str:
 
 async def _broker_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BrokerError)
-    body = ErrorBody(error=type(exc).__name__, detail=exc.message)
     headers: dict[str, str] | None = getattr(exc, "headers", None)
-    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=headers)
+    return error_json(type(exc).__name__, exc.message, exc.status_code, headers)
 
 
 def create_app(
@@ -70,17 +74,27 @@ def create_app(
 ) -> FastAPI:
     """The API; with a runtime it also serves the MDMS ingest routes, the regulator's routes,
     the OAuth token endpoint and the recipients registry."""
-    errors: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
-    app = FastAPI(title="Smart-meter data broker (ITU-T X.1332)", version="0.1.0", responses=errors)
+    app = FastAPI(
+        title="Smart-meter data broker (ITU-T X.1332)",
+        version="0.1.0",
+        responses=error_responses(401, 403),
+    )
     app.state.revocations = revocations
     app.add_exception_handler(BrokerError, _broker_error)
+    install_error_family(app)
+    document_error_family(app, client_rate)
+    max_body = DEFAULT_MAX_BODY_BYTES
     if rt is not None:
+        max_body = rt.settings.api_max_body_bytes
+        app.state.client_rate = ClientRate(rt.settings.api_rate_per_s, rt.settings.api_burst)
+        rate = [Depends(client_rate)]
         app.include_router(mdms_router(rt, limits or Limits(limit_settings(rt.settings))))
-        rate = [Depends(ClientRate(rt.settings.api_rate_per_s, rt.settings.api_burst))]
         app.include_router(regulator_router(rt), dependencies=rate)
         install_oauth(app, rt, oauth)
         feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
         app.include_router(feeds_router(feeds, feed_recipient), dependencies=rate)
+        install_delivery(app, rt, feed_recipient, rate)
+    app.add_middleware(BodyLimit, max_bytes=max_body, exempt=OWN_BODY_BOUNDS)
 
     @app.get("/healthz", summary="Liveness, and who the server thinks you are")
     def healthz(peer: PeerDep) -> Health:

@@ -16,7 +16,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from broker.api.schemas import error_responses
 from broker.release.feeds import MAX_DAYS, FeedService, FeedSpec
+from broker.release.formats import MEDIA_TYPES
 
 
 class FeedCreate(BaseModel):
@@ -34,11 +36,34 @@ class FeedCreate(BaseModel):
     period_to: datetime | None = None
 
 
+_INVALID = (
+    "InvalidFeed, UnknownFormat or InvalidRequest: a feed the broker cannot serve (the detail "
+    f"says why), a cursor it did not issue for this feed, a limit outside 1 to {MAX_DAYS} days, "
+    "or a malformed parameter or body"
+)
+_STOPPED = "FeedStopped: the feed is stopped (by the recipient, or its consent ended)"
+_PAGE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A page of whole days in the feed's format; X-Next-Cursor names the next",
+        "content": {media.split(";")[0]: {} for media in MEDIA_TYPES.values()},
+        "headers": {
+            "X-Release-Id": {"description": "The release (audit) id", "schema": {"type": "string"}},
+            "X-Next-Cursor": {"description": "Pass as cursor", "schema": {"type": "string"}},
+        },
+    }
+}
+
+
 def feeds_router(service: FeedService, recipient: Callable[..., str]) -> APIRouter:
     router = APIRouter(prefix="/v1/feeds", tags=["feeds"])
     Recipient = Annotated[str, Depends(recipient)]
 
-    @router.post("", status_code=201, summary="Subscribe to a feed")
+    @router.post(
+        "",
+        status_code=201,
+        summary="Subscribe to a feed",
+        responses=error_responses(422, s422=_INVALID),
+    )
     def subscribe(body: FeedCreate, who: Recipient) -> dict[str, Any]:
         spec = FeedSpec(
             body.purpose, tuple(body.categories), body.granularity, body.scope, body.format,
@@ -46,11 +71,16 @@ def feeds_router(service: FeedService, recipient: Callable[..., str]) -> APIRout
         )  # fmt: skip
         return service.subscribe(who, spec)
 
-    @router.get("/{feed_id}", summary="A feed of the caller's")
+    @router.get("/{feed_id}", summary="A feed of the caller's", responses=error_responses(404))
     def get(feed_id: str, who: Recipient) -> dict[str, Any]:
         return service.get(who, feed_id)
 
-    @router.get("/{feed_id}/data", summary="The next page of a feed (one pipeline run)")
+    @router.get(
+        "/{feed_id}/data",
+        summary="The next page of a feed (one pipeline run)",
+        response_class=Response,
+        responses=_PAGE | error_responses(404, 409, 422, s409=_STOPPED, s422=_INVALID),
+    )
     def data(
         feed_id: str,
         who: Recipient,
@@ -64,7 +94,9 @@ def feeds_router(service: FeedService, recipient: Callable[..., str]) -> APIRout
             headers["X-Next-Cursor"] = page.next_cursor
         return Response(page.body.content, media_type=page.body.media_type, headers=headers)
 
-    @router.delete("/{feed_id}", status_code=204, summary="Stop a feed")
+    @router.delete(
+        "/{feed_id}", status_code=204, summary="Stop a feed", responses=error_responses(404)
+    )
     def stop(feed_id: str, who: Recipient) -> Response:
         service.stop(who, feed_id)
         return Response(status_code=204)

@@ -2,7 +2,8 @@
 
 Management needs an ``operator`` or ``broker`` certificate; a recipient may read its own record
 and register its own assertion keys. Request bodies forbid unknown fields (no mass assignment:
-status and times are never taken from a body).
+status and times are never taken from a body); every route spends a token of the caller's
+request bucket (``client_rate``, 429) and bodies are bounded by the app (413).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import json
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from broker.api.limits import client_rate
 from broker.api.peer import PeerDep
-from broker.api.schemas import ErrorBody
+from broker.api.schemas import error_responses
 from broker.api.tls import Peer
 from broker.ca.service import open_ca
 from broker.errors import Forbidden
@@ -25,9 +27,15 @@ from broker.recipients.service import Recipients, Registration, purposes_of
 from broker.runtime import Runtime
 
 MANAGERS = ("operator", "broker")
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409)
-}
+_ERRORS = error_responses(
+    400,
+    404,
+    409,
+    s400="InvalidRecipient: a registration, key or change that cannot be accepted (bad name, "
+    "URL, key or state); CAError: a CSR the CA refuses",
+    s404="NotFound: no such recipient",
+    s409="RecipientExists: the recipient, or a key of that kid, is registered already",
+)
 
 
 class Strict(BaseModel):
@@ -96,7 +104,12 @@ def _manager_or_self(peer: Peer, recipient_id: str) -> None:
 
 
 def recipients_router(rt: Runtime) -> APIRouter:
-    router = APIRouter(prefix="/v1/recipients", tags=["recipients"], responses=_ERRORS)
+    router = APIRouter(
+        prefix="/v1/recipients",
+        tags=["recipients"],
+        responses=_ERRORS,
+        dependencies=[Depends(client_rate)],
+    )
     service = Recipients(rt.audit, rt.clock)
 
     def actor(peer: Peer) -> str:

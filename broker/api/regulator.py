@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from broker.api.peer import PeerDep
-from broker.api.schemas import ErrorBody
+from broker.api.schemas import error_responses
 from broker.api.tls import Peer
 from broker.audit.events import AuditEvent
 from broker.audit.export import ExportFilters, export_bundle
@@ -41,7 +41,7 @@ def regulator_router(rt: Runtime) -> APIRouter:
     router = APIRouter(
         prefix="/v1/regulator",
         tags=["regulator"],
-        responses={403: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        responses=error_responses(403, s403="Forbidden: the certificate is not a regulator's"),
     )
 
     def audited(peer: Peer, what: str, details: dict[str, Any]) -> None:
@@ -51,7 +51,15 @@ def regulator_router(rt: Runtime) -> APIRouter:
             )
             rt.audit.record(session, [event])
 
-    @router.get("/audit", summary="Audit entries by customer pseudonym, recipient, type and time")
+    @router.get(
+        "/audit",
+        summary="Audit entries by customer pseudonym, recipient, type and time",
+        responses=error_responses(
+            422,
+            s422="BadQuery or InvalidRequest: a subject that is not a pseudonym, since not "
+            f"before until, a limit outside 1 to {MAX_LIMIT}, or a malformed parameter",
+        ),
+    )
     def audit(
         peer: PeerDep,
         type_: Annotated[list[str] | None, Query(alias="type")] = None,

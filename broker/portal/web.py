@@ -6,6 +6,12 @@ authenticate with their account. Sessions are HMAC-signed cookies (HttpOnly, Sec
 SameSite=Lax so the redirect from a third party's site keeps the session; every POST carries
 a CSRF token bound to the session). A customer reaches only their own data (C2.2): every
 ``/me`` route takes the customer from the session, never from the request.
+
+Limits before any work (T7): sign-ins have a token bucket per client address, consent decisions
+and withdrawals one per signed-in customer (``BROKER_PORTAL_RATE_PER_S``, ``_BURST``): over it,
+429 with Retry-After and a page that says when to try again. Forms are bounded
+(``BROKER_PORTAL_MAX_BODY_BYTES``, 413) before more than the bound is read; pages of access
+history are at most ``MAX_PAGE`` entries (422 beyond).
 """
 
 from __future__ import annotations
@@ -20,13 +26,20 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import APIRouter, Cookie, FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi import APIRouter, Cookie, FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from broker.api.schemas import ErrorBody
+from broker.api.limits import BodyLimit, ClientRate
+from broker.api.schemas import (
+    RETRY_AFTER,
+    document_error_family,
+    error_json,
+    error_responses,
+    install_error_family,
+)
 from broker.consent.wiring import open_consents
-from broker.errors import BrokerError, Forbidden, NotFound
+from broker.errors import BrokerError, Forbidden, NotFound, Throttled
 from broker.keys.files import ensure_b64_key
 from broker.kit.clock import to_rfc3339
 from broker.policy.service import active_vocabulary
@@ -42,6 +55,7 @@ from consent_ledger import ConsentRequest, notice_hash
 COOKIE = "broker_session"
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https:"
 SESSION_S = 1800
+MAX_PAGE = 500
 CSS = "body{font-family:sans-serif;max-width:40em;margin:2em auto;line-height:1.5}"
 PLAIN = {
     "15min": "every quarter of an hour",
@@ -77,16 +91,57 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     )
 
 
+def _too_large(detail: str) -> HTMLResponse:
+    return _page("Too much to read", f"<p>{html.escape(detail)}. Go back and try again.</p>", 413)
+
+
+def _wait_page(exc: Throttled) -> HTMLResponse:
+    until = datetime.now(UTC) + timedelta(seconds=exc.retry_after_s)
+    page = _page(
+        "Please wait a moment",
+        f"<p>{html.escape(exc.message)}.</p><p>Try again in {exc.retry_after_s} seconds, "
+        f"after {until:%H:%M:%S} UTC.</p>",
+        429,
+    )
+    page.headers.update(exc.headers)
+    return page
+
+
+class PortalRate:
+    """Token buckets per client address (sign-in) and per customer (decisions, withdrawals)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rate = ClientRate(rt.settings.portal_rate_per_s, rt.settings.portal_burst)
+
+    def sign_in(self, request: Request) -> None:
+        address = request.client.host if request.client else "unknown"
+        self._spend(f"address:{address}", "Too many sign-in attempts from your address")
+
+    def customer(self, customer: str) -> None:
+        self._spend(f"customer:{customer}", "Too many requests from your account")
+
+    def _spend(self, key: str, says: str) -> None:
+        wait = self._rate.wait(key)
+        if wait:
+            raise Throttled(says, wait)
+
+
 def portal_app(rt: Runtime) -> FastAPI:
     app = FastAPI(
         title="Smart-meter data broker: customer portal",
         version="0.1.0",
-        responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}},
+        responses=error_responses(
+            401,
+            403,
+            s401="NotSignedIn: sign in first, or again (an HTML page)",
+            s403="Forbidden: a stale or forged form",
+        ),
     )
     key = _session_key(rt)
     accounts = Accounts(rt.audit, rt.clock, rt.hasher)
     consents = open_consents(rt)
     recipients = Recipients(rt.audit, rt.clock)
+    rate = PortalRate(rt)
 
     def sign(value: str) -> str:
         mac = hmac.new(key, value.encode(), hashlib.sha256).digest()
@@ -114,14 +169,16 @@ def portal_app(rt: Runtime) -> FastAPI:
 
     async def _error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BrokerError)
+        if isinstance(exc, Throttled):
+            return _wait_page(exc)
         if isinstance(exc, AuthorizeError | SignInFailed | NotSignedIn):
             return _page("Cannot continue", f"<p>{html.escape(exc.message)}</p>", exc.status_code)
-        return JSONResponse(
-            ErrorBody(error=type(exc).__name__, detail=exc.message).model_dump(),
-            status_code=exc.status_code,
-        )
+        return error_json(type(exc).__name__, exc.message, exc.status_code)
 
     app.add_exception_handler(BrokerError, _error)
+    install_error_family(app)
+    document_error_family(app)
+    app.add_middleware(BodyLimit, max_bytes=rt.settings.portal_max_body_bytes, refuse=_too_large)
 
     def ask_of(params: dict[str, str]) -> ConsentAsk:
         vocab = active_vocabulary(rt.settings, rt.audit, rt.clock)
@@ -155,12 +212,19 @@ def portal_app(rt: Runtime) -> FastAPI:
             csrf(broker_session, urlencode(params)),
         )
 
-    @app.post("/login", response_class=HTMLResponse, summary="Sign in")
+    @app.post(
+        "/login",
+        response_class=HTMLResponse,
+        summary="Sign in",
+        responses=_TOO_LARGE | _THROTTLED,
+    )
     def login(
+        request: Request,
         username: Annotated[str, Form()],
         password: Annotated[str, Form()],
         next: Annotated[str, Form()] = "",
     ) -> Response:
+        rate.sign_in(request)
         customer = attempt(rt.db.transaction, accounts, username, password)
         target = "/oauth/authorize?" + next if next else "/me"
         response = RedirectResponse(target, status_code=303)
@@ -174,7 +238,11 @@ def portal_app(rt: Runtime) -> FastAPI:
         )
         return response
 
-    @app.post("/oauth/authorize/decision", summary="Approve, narrow or deny a consent request")
+    @app.post(
+        "/oauth/authorize/decision",
+        summary="Approve, narrow or deny a consent request",
+        responses=_TOO_LARGE | _THROTTLED,
+    )
     def decision(
         query: Annotated[str, Form()],
         token: Annotated[str, Form()],
@@ -186,6 +254,7 @@ def portal_app(rt: Runtime) -> FastAPI:
     ) -> Response:
         customer = customer_of(broker_session)
         assert broker_session is not None
+        rate.customer(customer)
         if not hmac.compare_digest(csrf(broker_session, query), token):
             raise Forbidden("the form is stale or not ours; start again")
         params = dict(parse_qsl(query))
@@ -223,8 +292,22 @@ def portal_app(rt: Runtime) -> FastAPI:
         response.delete_cookie(COOKIE)
         return response
 
-    app.include_router(_me_router(rt, customer_of, csrf))
+    app.include_router(_me_router(rt, customer_of, csrf, rate))
     return app
+
+
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: {"description": "PayloadTooLarge: the form is over the limit (a page)", "content": _HTML}
+}
+_THROTTLED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "Throttled: too many requests from this address or account; a page "
+        "says when to try again (Retry-After)",
+        "headers": RETRY_AFTER,
+        "content": _HTML,
+    }
+}
 
 
 def _back(ask: ConsentAsk, params: dict[str, str]) -> RedirectResponse:
@@ -285,7 +368,7 @@ def _consent_page(ask: ConsentAsk, who: str, customer: str, query: str, token: s
     return _page("Share your energy data?", body)
 
 
-def _me_router(rt: Runtime, customer_of: Any, csrf: Any) -> APIRouter:
+def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> APIRouter:
     router = APIRouter(prefix="/me", tags=["customer"])
     consents = open_consents(rt)
 
@@ -311,12 +394,15 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any) -> APIRouter:
             ]
 
     @router.post(
-        "/consents/{consent_id}/withdraw", summary="Withdraw a consent (effective at once)"
+        "/consents/{consent_id}/withdraw",
+        summary="Withdraw a consent (effective at once)",
+        responses=error_responses(404, s404="NotFound: you have no such consent") | _THROTTLED,
     )
     def withdraw(
         consent_id: str, broker_session: Annotated[str | None, Cookie()] = None
     ) -> dict[str, str]:
         customer = customer_of(broker_session)
+        rate.customer(customer)
         with rt.db.transaction() as session:
             record = consents.refresh(session).get(consent_id)
             if record is None or record.terms.customer != customer:
@@ -327,11 +413,11 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any) -> APIRouter:
     @router.get("/access", summary="Who received what, when, why, under which decision")
     def access(
         broker_session: Annotated[str | None, Cookie()] = None,
-        after_seq: int = -1,
-        limit: int = 100,
+        after_seq: Annotated[int, Query(ge=-1)] = -1,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> dict[str, Any]:
         customer = customer_of(broker_session)
-        query = AuditQuery(subject=rt.hasher(customer), after_seq=after_seq, limit=min(limit, 500))
+        query = AuditQuery(subject=rt.hasher(customer), after_seq=after_seq, limit=limit)
         with rt.db.transaction() as session:
             entries, cursor = audit_entries(session, query)
         return {"entries": entries, "next_after_seq": cursor}
