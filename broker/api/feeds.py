@@ -34,6 +34,11 @@ class FeedCreate(BaseModel):
     tier: str | None = Field(default=None, max_length=16)
     period_from: datetime | None = None
     period_to: datetime | None = None
+    delivery: str = Field(
+        default="pull",
+        pattern="^(pull|push)$",
+        description="pull: page it at /data; push: the broker posts each day to your webhook",
+    )
 
 
 _INVALID = (
@@ -68,6 +73,7 @@ def feeds_router(service: FeedService, recipient: Callable[..., str]) -> APIRout
         spec = FeedSpec(
             body.purpose, tuple(body.categories), body.granularity, body.scope, body.format,
             body.subject, tuple(body.groups), body.tier, body.period_from, body.period_to,
+            body.delivery,
         )  # fmt: skip
         return service.subscribe(who, spec)
 

@@ -111,7 +111,9 @@ def _run_steps(
         "decisions": step["decisions"],
         "bad_bundle_refused": step["officer"]["bad_bundle"].startswith("refused"),
     }
-    task = progress.add_task("recipients, OAuth, consent page, pull and push, EMS, withdrawal, deletion", total=1)
+    task = progress.add_task(
+        "recipients, OAuth, consent page, pull and push, EMS, withdrawal, deletion", total=1
+    )
     with report.step("service") as step:
         step.update(service_story(rt, DEMO_CUSTOMER, report.out, first_day_of(path.days)))
     progress.advance(task)
