@@ -57,6 +57,7 @@ def make_server(app: FastAPI, ctx: ssl.SSLContext, host: str, port: int) -> uvic
         lifespan="off",
         log_level="warning",
         timeout_keep_alive=5,
+        proxy_headers=False,  # a client's address is the connection's, never X-Forwarded-For
     )
     config.load()
     config.ssl = ctx

@@ -9,6 +9,7 @@ Services add and flush; the caller's transaction commits.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Sequence
@@ -65,9 +66,18 @@ def ca_role(recipient: Recipient) -> str:
 
 
 def check_webhook(url: str) -> str:
+    """An https:// URL with a host; not a link-local, multicast or unspecified address (cloud
+    metadata endpoints live at 169.254.169.254: the broker must not be made to post there).
+    Loopback and private addresses stay allowed for on-premises recipients and the demo."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise InvalidRecipient(f"webhook URL {url!r} must be an https:// URL with a host")
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return url
+    if address.is_link_local or address.is_multicast or address.is_unspecified:
+        raise InvalidRecipient(f"webhook URL {url!r} names a link-local or unusable address")
     return url
 
 

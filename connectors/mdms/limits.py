@@ -71,6 +71,12 @@ class TokenBucket:
             self._refill()
             self._tokens = min(self.burst, self._tokens + n)
 
+    def full(self) -> bool:
+        """Refilled to ``burst``: the same as a new bucket, so it may be forgotten."""
+        with self._lock:
+            self._refill()
+            return self._tokens >= self.burst
+
     def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
@@ -78,7 +84,13 @@ class TokenBucket:
 
 
 class Limits:
-    """Per-concentrator buckets and the shared, fair queue (thread-safe)."""
+    """Per-client buckets and the shared, fair queue (thread-safe).
+
+    Buckets are kept per client name (a certificate, a portal visitor's address); past
+    ``MAX_BUCKETS`` clients, buckets that have refilled (indistinguishable from new ones) are
+    dropped, so many distinct clients cannot grow the table without bound."""
+
+    MAX_BUCKETS = 10_000
 
     def __init__(
         self, settings: LimitSettings, clock: Callable[[], float] = time.monotonic
@@ -94,6 +106,9 @@ class Limits:
         with self._lock:
             found = self._buckets.get(client)
             if found is None:
+                if len(self._buckets) >= self.MAX_BUCKETS:
+                    for name in [n for n, b in self._buckets.items() if b.full()]:
+                        del self._buckets[name]
                 s = self.settings
                 found = self._buckets[client] = TokenBucket(
                     s.rate_frames_per_s, s.burst_frames, self._clock

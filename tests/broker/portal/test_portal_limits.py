@@ -136,3 +136,18 @@ def test_T7_openapi_documents_the_portals_limits(rt: Runtime, portal: str) -> No
     assert access["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }
+
+
+def test_T7_a_forwarded_for_header_does_not_buy_a_fresh_bucket(rt: Runtime, portal: str) -> None:
+    """The address is the connection's: X-Forwarded-For from a loopback client is ignored."""
+    with _client(rt, portal) as client:
+        answers = [
+            client.post(
+                "/login",
+                data={"username": "nobody", "password": "guess"},
+                headers={"X-Forwarded-For": f"203.0.113.{n}"},
+            )
+            for n in range(BURST + 1)
+        ]
+    assert [a.status_code for a in answers[:BURST]] == [401] * BURST
+    _is_wait_page(answers[BURST])

@@ -22,6 +22,7 @@ from broker.recipients.service import (
     RecipientExists,
     Recipients,
     Registration,
+    check_webhook,
     purposes_of,
 )
 from broker.storage.db import Database
@@ -125,3 +126,24 @@ def test_R3_3_suspended_and_revoked_recipients_get_no_certificate(
 def test_unknown_recipient_is_not_found(database: Database) -> None:
     with database.transaction() as session, pytest.raises(NotFound):
         Recipients(RecordingAuditSink(), CLOCK).suspend(session, "ghost", "t", "x")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.example/x",
+        "https:///no-host",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[fe80::1]/hook",
+        "https://0.0.0.0/hook",
+        "https://224.0.0.1/hook",
+    ],
+)
+def test_T7_webhook_urls_that_are_not_https_or_reach_link_local_are_refused(url: str) -> None:
+    with pytest.raises(InvalidRecipient):
+        check_webhook(url)
+
+
+def test_webhook_urls_on_loopback_private_and_public_hosts_are_accepted() -> None:
+    for url in ("https://127.0.0.1:9443/h", "https://10.0.0.5/h", "https://hooks.example/h"):
+        assert check_webhook(url) == url

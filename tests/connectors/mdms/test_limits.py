@@ -218,3 +218,18 @@ def test_retry_after_of_a_large_wait_rounds_up() -> None:
     limits, _ = _limits(rate_frames_per_s=0.5, burst_frames=3)
     limits.retry_after_rate("dc", 3)
     assert limits.retry_after_rate("dc", 3) == math.ceil(3 / 0.5)
+
+
+def test_T7_many_distinct_clients_do_not_grow_the_buckets_without_bound() -> None:
+    """Past MAX_BUCKETS clients, refilled buckets are forgotten; a client still throttled
+    keeps its bucket (forgetting it would hand it a fresh burst)."""
+    clock = FakeClock()
+    limits = Limits(LimitSettings(rate_frames_per_s=1.0, burst_frames=2.0), clock)
+    limits.MAX_BUCKETS = 50
+    assert limits.retry_after_rate("flooder", 2) == 0
+    for i in range(49):
+        limits.retry_after_rate(f"visitor-{i}", 1)
+    clock.advance(1.5)  # visitors refill (1 token back); the flooder is still short
+    limits.retry_after_rate("newcomer", 1)
+    assert len(limits._buckets) == 2  # flooder and newcomer
+    assert limits.retry_after_rate("flooder", 2) == 1  # not handed a fresh burst
