@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Cookie, FastAPI, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from broker.api.limits import BodyLimit, ClientRate
@@ -39,6 +39,7 @@ from broker.api.schemas import (
     install_error_family,
 )
 from broker.consent.wiring import open_consents
+from broker.delivery.erasure import erase_customer
 from broker.errors import BrokerError, Forbidden, NotFound, Throttled
 from broker.keys.files import ensure_b64_key
 from broker.kit.clock import to_rfc3339
@@ -55,6 +56,13 @@ from consent_ledger import ConsentRequest, notice_hash
 COOKIE = "broker_session"
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https:"
 SESSION_S = 1800
+ERASE_CONFIRMATION = "erase my data"
+
+
+class InvalidForm(BrokerError):
+    status_code = 422
+
+
 MAX_PAGE = 500
 CSS = "body{font-family:sans-serif;max-width:40em;margin:2em auto;line-height:1.5}"
 PLAIN = {
@@ -409,6 +417,35 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> AP
                 raise NotFound(f"you have no consent {consent_id}")
             consents.withdraw(session, consent_id, f"customer:{rt.hasher(customer)}")
         return {"consent_id": consent_id, "status": "withdrawn"}
+
+    @router.post(
+        "/erase",
+        summary="Erase your data: withdraw every consent, tell every recipient, destroy your key",
+        responses=error_responses(422, s422="InvalidRequest: confirm is not 'erase my data'")
+        | _THROTTLED,
+    )
+    def erase(
+        confirm: Annotated[str, Form(max_length=64)],
+        broker_session: Annotated[str | None, Cookie()] = None,
+    ) -> Response:
+        """Final: every consent in force is withdrawn, every recipient that received your data
+        gets a signed deletion request, and your data key is destroyed, so what the broker
+        stored for you can never be read again. Send ``confirm=erase my data``."""
+        customer = customer_of(broker_session)
+        rate.customer(customer)
+        if confirm.strip().lower() != ERASE_CONFIRMATION:
+            raise InvalidForm(f"to erase your data, confirm with {ERASE_CONFIRMATION!r}")
+        actor = f"customer:{rt.hasher(customer)}"
+        summary = erase_customer(rt, customer, actor, "the customer's erasure request (portal)")
+        body = {
+            "erased": True,
+            "consents_withdrawn": summary["consents_withdrawn"],
+            "recipients_notified": summary["recipients_notified"],
+            "data_keys_destroyed": summary["data_keys_destroyed"],
+        }
+        response = JSONResponse(body)
+        response.delete_cookie(COOKIE, secure=True, httponly=True, samesite="lax")
+        return response
 
     @router.get("/access", summary="Who received what, when, why, under which decision")
     def access(

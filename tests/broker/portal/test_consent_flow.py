@@ -199,3 +199,25 @@ def test_bad_requests_and_wrong_passwords(rt: Runtime) -> None:
                 "/oauth/authorize/decision", data={"query": "x", "token": "y", "action": "approve"}
             )
             assert forged.status_code == 401
+
+
+def test_R3_4_a_customer_erases_their_own_data_after_confirming(rt: Runtime) -> None:
+    """The portal's erasure: a wrong confirmation erases nothing; the right one withdraws
+    every consent, destroys the customer's key, signs them out, and another customer's data is
+    untouched."""
+    _, challenge = _pkce()
+    with running_portal(rt, "test") as port:
+        base = f"https://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10, verify=_ca(rt)) as bob:
+            _sign_in(bob, _ask(challenge), "bob", "another long passphrase")
+            refused = bob.post("/me/erase", data={"confirm": "yes"})
+            assert refused.status_code == 422 and "erase my data" in refused.json()["detail"]
+            with rt.db.transaction() as session:
+                rt.data_keys.current_ref(session, "CUST-0000002")  # bob's key, made on use
+                rt.data_keys.current_ref(session, "CUST-0000001")
+            done = bob.post("/me/erase", data={"confirm": "Erase my data"})
+            assert done.status_code == 200 and done.json()["data_keys_destroyed"] == 1
+            assert bob.get("/me/consents").status_code == 401  # signed out
+    with rt.db.transaction() as session:
+        assert rt.data_keys.current_refs(session, ["CUST-0000002"]) == {"CUST-0000002": None}
+        assert rt.data_keys.current_refs(session, ["CUST-0000001"])["CUST-0000001"] is not None
