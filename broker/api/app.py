@@ -29,6 +29,7 @@ from broker.api.peer import PeerDep
 from broker.api.regulator import regulator_router
 from broker.api.schemas import (
     document_error_family,
+    document_security,
     error_json,
     error_responses,
     install_error_family,
@@ -83,6 +84,7 @@ def create_app(
     app.add_exception_handler(BrokerError, _broker_error)
     install_error_family(app)
     document_error_family(app, client_rate)
+    document_security(app)
     max_body = DEFAULT_MAX_BODY_BYTES
     if rt is not None:
         max_body = rt.settings.api_max_body_bytes

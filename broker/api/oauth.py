@@ -102,10 +102,12 @@ def require_token(*needed: str) -> Callable[..., Any]:
     """A dependency: the caller's verified, bound token with every scope in ``needed``."""
 
     async def dependency(request: Request, peer: PeerDep) -> Caller:
+        # marked ``bound_token`` below: /openapi.json names the token on these operations
         guard: TokenGuard = request.app.state.token_guard
         header = request.headers.get("authorization")
         return await anyio.to_thread.run_sync(guard.check, header, peer, needed)
 
+    dependency.bound_token = True  # type: ignore[attr-defined]
     return dependency
 
 

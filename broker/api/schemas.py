@@ -125,16 +125,69 @@ def _tree(dependant: Dependant) -> Iterator[Dependant]:
         yield from _tree(sub)
 
 
-def operations_depending_on(app: FastAPI, call: Callable[..., Any]) -> set[tuple[str, str]]:
-    """(path, method) of every route of ``app`` that has ``call`` among its dependencies, its
-    routers' included."""
+def operations_depending_on(
+    app: FastAPI, call: Callable[..., Any] | Callable[[Callable[..., Any]], bool]
+) -> set[tuple[str, str]]:
+    """(path, method) of every route of ``app`` that has ``call`` among its dependencies (or,
+    given a predicate marked ``is_predicate``, a dependency it accepts), its routers'
+    included."""
+    test: Callable[[Any], bool] = (
+        call if getattr(call, "is_predicate", False) else (lambda c: c is call)
+    )
     found: set[tuple[str, str]] = set()
     for route in routing.iter_route_contexts(app.routes):
         if isinstance(route.original_route, routing.APIRoute) and any(
-            sub.call is call for sub in _tree(route.dependant)
+            test(sub.call) for sub in _tree(route.dependant)
         ):
             found |= {(route.path_format or "", method.lower()) for method in route.methods or ()}
     return found
+
+
+SECURITY_SCHEMES = {
+    "mutualTLS": {
+        "type": "mutualTLS",
+        "description": "TLS 1.3 with a client certificate from the broker's CA; its role "
+        "decides what the caller may do",
+    },
+    "boundToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An access token from /oauth/token bound to the client certificate "
+        "(cnf.x5t#S256, RFC 8705): shown with another certificate it is refused",
+    },
+}
+
+
+def _needs_token(call: Callable[..., Any]) -> bool:
+    return bool(getattr(call, "bound_token", False))
+
+
+_needs_token.is_predicate = True  # type: ignore[attr-defined]
+
+
+def document_security(app: FastAPI) -> None:
+    """Have ``app.openapi()`` declare how callers authenticate: every operation over mutual
+    TLS, and those depending on a bound token (``require_token``) with the token too."""
+    build = app.openapi
+    done: list[dict[str, Any]] = []
+
+    def openapi() -> dict[str, Any]:
+        spec = build()
+        if not done or done[0] is not spec:
+            bearer = operations_depending_on(app, _needs_token)
+            spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for path, item in spec.get("paths", {}).items():
+                for method, operation in item.items():
+                    if method in METHODS:
+                        scheme: dict[str, list[str]] = {"mutualTLS": []}
+                        if (path, method) in bearer:
+                            scheme["boundToken"] = []
+                        operation["security"] = [scheme]
+            done[:] = [spec]
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def add_error_family(spec: dict[str, Any], rate_limited: set[tuple[str, str]]) -> None:

@@ -177,3 +177,12 @@ def test_T7_C1_8_openapi_documents_every_operation_and_its_error_family(broker: 
             assert schema == {"$ref": ERROR_REF}, (path, method, status)
     assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "detail"}
     assert "HTTPValidationError" not in spec["components"]["schemas"]
+    # how each operation authenticates: mutual TLS always, the bound token where it is checked
+    assert set(spec["components"]["securitySchemes"]) == {"mutualTLS", "boundToken"}
+    for path, method, op in operations:
+        (scheme,) = op["security"]
+        token = path.startswith(("/v1/feeds", "/v1/deliveries", "/v1/deletions"))
+        assert scheme == ({"mutualTLS": [], "boundToken": []} if token else {"mutualTLS": []}), (
+            path,
+            method,
+        )
