@@ -74,6 +74,7 @@ class PushService:
         self.rt = rt
         self.feeds = feeds
         self.outbox = open_outbox(rt, settings)
+        self.consents = open_consents(rt)  # one instance: each round refreshes incrementally
 
     def push_feeds(self, report: RoundReport) -> None:
         with self.rt.db.transaction() as session:
@@ -134,7 +135,7 @@ class PushService:
     def round(self, post: Poster) -> RoundReport:
         report = RoundReport()
         with self.rt.db.transaction() as session:
-            report.expired = len(open_consents(self.rt).expire_due(session, "system:expiry"))
+            report.expired = len(self.consents.expire_due(session, "system:expiry"))
         self.push_feeds(report)
         report.deliveries = self.outbox.run_due(post)
         return report

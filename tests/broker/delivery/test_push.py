@@ -216,3 +216,16 @@ def test_C3_2_the_serve_loop_pushes_on_its_own_and_stops(hooked: Hooked) -> None
     finally:
         loop.stop()
     assert len(hooked.receiver.held) == 2
+
+
+def test_R3_4_expiry_propagates_like_a_withdrawal(hooked: Hooked) -> None:
+    """The worker round appends the expiry when it comes: the push feed stops on its next page
+    and the recipient is sent a deletion request for what it received."""
+    feed_id = _subscribe(hooked)
+    hooked.round()
+    hooked.b.clock.advance(timedelta(days=91))  # the consent ran for 90 days
+    report = hooked.push.round(hooked.poster)
+    assert report.expired == 1 and report.stopped_feeds == 1
+    (request,) = hooked.receiver.deletion_requests
+    assert request["reason"] == "expired" and len(request["release_ids"]) == 2
+    assert hooked.feeds.get("acme", feed_id)["status"] == "stopped"
