@@ -10,6 +10,7 @@ import typer
 from broker.audit.events import AuditEvent
 from broker.cli.common import actor, console, print_json, runtime
 from broker.delivery.erasure import erase_customer
+from broker.portal.oidc import Identities
 from connectors.mdms.keyfile import read_customer_file
 
 app = typer.Typer(help="Customers (personal data, sealed).", no_args_is_help=True)
@@ -56,3 +57,36 @@ def erase(
     with runtime() as rt:
         summary = erase_customer(rt, customer, actor(), reason)
     print_json(summary)
+
+
+_ISSUER = typer.Option(help="The OpenID provider's issuer URL, exactly as in its ID tokens.")
+_SUBJECT = typer.Option(help="The customer's subject (sub) at that provider.")
+
+
+@app.command("link-identity")
+def link_identity(
+    customer: Annotated[str, typer.Argument(help="The customer reference.")],
+    issuer: Annotated[str, _ISSUER],
+    subject: Annotated[str, _SUBJECT],
+) -> None:
+    """Let an identity at the portal's OpenID provider sign in as this customer."""
+    with runtime() as rt, rt.db.transaction() as session:
+        made = Identities(rt.audit, rt.clock, rt.hasher).link(
+            session, customer, issuer, subject, actor()
+        )
+    done = "linked to" if made else "was already linked to"
+    console.print(f"{customer} {done} {subject} at {issuer}")
+
+
+@app.command("unlink-identity")
+def unlink_identity(
+    customer: Annotated[str, typer.Argument(help="The customer reference.")],
+    issuer: Annotated[str, _ISSUER],
+    subject: Annotated[str, _SUBJECT],
+) -> None:
+    """Stop an identity at the OpenID provider signing in as this customer."""
+    with runtime() as rt, rt.db.transaction() as session:
+        Identities(rt.audit, rt.clock, rt.hasher).unlink(
+            session, customer, issuer, subject, actor()
+        )
+    console.print(f"{customer} unlinked from {subject} at {issuer}")

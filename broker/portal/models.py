@@ -1,4 +1,5 @@
-"""Tables of the customer portal: local accounts, authorization codes, redirect URIs.
+"""Tables of the customer portal: local accounts, identities at an upstream OpenID Connect
+provider linked to customers, authorization codes, redirect URIs.
 
 Passwords are stored only as argon2id hashes; codes only as SHA-256 of the code (a database
 reader cannot redeem one), single use, minutes long, bound to the consent they were issued for
@@ -20,6 +21,18 @@ class CustomerAccount(SQLModel, table=True):
     failed_logins: int = Field(sa_column=Column(Integer, nullable=False))
     locked_until_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class CustomerIdentity(SQLModel, table=True):
+    """An identity at an OpenID Connect provider (issuer, subject) that signs in as a customer;
+    an operator links it (``broker customers link-identity``)."""
+
+    __tablename__ = "customer_identity"
+
+    issuer: str = Field(sa_column=Column(String(512), primary_key=True))
+    subject: str = Field(sa_column=Column(String(255), primary_key=True))
+    customer_ref: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    linked_us: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class AuthCode(SQLModel, table=True):

@@ -4,8 +4,10 @@ Server-rendered HTML that works without JavaScript. Customers have no client cer
 the portal listens on its own TLS endpoint that authenticates the server only; customers
 authenticate with their account. Sessions are HMAC-signed cookies (HttpOnly, Secure,
 SameSite=Lax so the redirect from a third party's site keeps the session; every POST carries
-a CSRF token bound to the session). A customer reaches only their own data (C2.2): every
-``/me`` route takes the customer from the session, never from the request.
+a CSRF token bound to the session). With ``BROKER_PORTAL_OIDC_ISSUER`` and ``_CLIENT_ID`` set,
+customers may instead sign in at an upstream OpenID Connect provider (``broker.portal.oidc``),
+and get the same session. A customer reaches only their own data (C2.2): every ``/me`` route
+takes the customer from the session, never from the request.
 
 Limits before any work (T7): sign-ins have a token bucket per client address, consent decisions
 and withdrawals one per signed-in customer (``BROKER_PORTAL_RATE_PER_S``, ``_BURST``): over it,
@@ -24,7 +26,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Cookie, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -46,6 +48,8 @@ from broker.kit.clock import to_rfc3339
 from broker.policy.service import active_vocabulary
 from broker.portal.accounts import Accounts, SignInFailed, attempt
 from broker.portal.flow import AuthorizeError, ConsentAsk, check_request, issue_code, narrowed
+from broker.portal.oidc import OidcRefused, oidc_router
+from broker.portal.oidc_settings import PortalOidcSettings
 from broker.recipients.service import Recipients
 from broker.regulator import AuditQuery, audit_entries
 from broker.runtime import Runtime
@@ -99,6 +103,38 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     )
 
 
+class CookieSigner:
+    """HMAC-SHA256 with the portal's session key over a purpose and a payload: the session
+    cookie, its CSRF tokens and the OpenID sign-in's state cookie, each under its own purpose so
+    that one is never taken for another."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def mac(self, purpose: str, value: str) -> str:
+        digest = hmac.new(self._key, f"{purpose}\n{value}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def seal(self, purpose: str, payload: str, ttl_s: int) -> str:
+        """``payload`` readable, signed, and valid for ``ttl_s`` seconds."""
+        body = f"{payload}|{int(time.time()) + ttl_s}"
+        return base64.urlsafe_b64encode(body.encode()).decode() + "." + self.mac(purpose, body)
+
+    def open(self, purpose: str, sealed: str | None) -> str | None:
+        """The payload of a cookie this portal sealed for ``purpose`` and that has not expired;
+        None for anything else."""
+        if not sealed or "." not in sealed:
+            return None
+        encoded, mac = sealed.rsplit(".", 1)
+        try:
+            body = base64.urlsafe_b64decode(encoded.encode()).decode()
+            payload, expires = body.rsplit("|", 1)
+            fresh = int(expires) >= time.time()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return payload if hmac.compare_digest(self.mac(purpose, body), mac) and fresh else None
+
+
 def _too_large(detail: str) -> HTMLResponse:
     return _page("Too much to read", f"<p>{html.escape(detail)}. Go back and try again.</p>", 413)
 
@@ -134,7 +170,12 @@ class PortalRate:
             raise Throttled(says, wait)
 
 
-def portal_app(rt: Runtime) -> FastAPI:
+def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
+    """The portal; ``oidc`` (default: the ``BROKER_PORTAL_OIDC_`` variables) adds sign-in at an
+    upstream OpenID Connect provider when it names an issuer and a client id."""
+    oidc = oidc if oidc is not None else PortalOidcSettings()
+    if oidc.enabled and not rt.settings.development:
+        oidc.refuse_placeholder_secret()
     app = FastAPI(
         title="Smart-meter data broker: customer portal",
         version="0.1.0",
@@ -145,40 +186,44 @@ def portal_app(rt: Runtime) -> FastAPI:
             s403="Forbidden: a stale or forged form",
         ),
     )
-    key = _session_key(rt)
+    cookies = CookieSigner(_session_key(rt))
     accounts = Accounts(rt.audit, rt.clock, rt.hasher)
     consents = open_consents(rt)
     recipients = Recipients(rt.audit, rt.clock)
     rate = PortalRate(rt)
 
-    def sign(value: str) -> str:
-        mac = hmac.new(key, value.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
-
-    def make_cookie(customer: str) -> str:
-        payload = f"{customer}|{int(time.time()) + SESSION_S}"
-        return base64.urlsafe_b64encode(payload.encode()).decode() + "." + sign(payload)
-
     def customer_of(cookie: str | None) -> str:
-        if not cookie or "." not in cookie:
+        if not cookie:
             raise NotSignedIn("sign in first")
-        encoded, mac = cookie.rsplit(".", 1)
-        try:
-            payload = base64.urlsafe_b64decode(encoded.encode()).decode()
-            customer, expires = payload.rsplit("|", 1)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise NotSignedIn("sign in again") from exc
-        if not hmac.compare_digest(sign(payload), mac) or int(expires) < time.time():
+        customer = cookies.open("session", cookie)
+        if customer is None:
             raise NotSignedIn("your session has ended; sign in again")
         return customer
 
     def csrf(cookie: str, what: str) -> str:
-        return sign(f"csrf|{cookie}|{what}")
+        return cookies.mac("csrf", f"{cookie}|{what}")
+
+    def signed_in(customer: str, target: str) -> Response:
+        """The answer to a sign-in, by password or at the OpenID provider: the session."""
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            cookies.seal("session", customer, SESSION_S),
+            max_age=SESSION_S,
+            secure=True,
+            httponly=True,
+            samesite="lax",
+        )
+        return response
 
     async def _error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BrokerError)
         if isinstance(exc, Throttled):
             return _wait_page(exc)
+        if isinstance(exc, OidcRefused):
+            notes = "".join(f"<p>{html.escape(note)}</p>" for note in exc.notes)
+            body = f"<p>{html.escape(exc.message)}</p>{notes}"
+            return _page(exc.title, body, exc.status_code)
         if isinstance(exc, AuthorizeError | SignInFailed | NotSignedIn):
             return _page("Cannot continue", f"<p>{html.escape(exc.message)}</p>", exc.status_code)
         return error_json(type(exc).__name__, exc.message, exc.status_code)
@@ -208,7 +253,7 @@ def portal_app(rt: Runtime) -> FastAPI:
         try:
             customer = customer_of(broker_session)
         except NotSignedIn:
-            return _login_form(urlencode(params))
+            return _login_form(urlencode(params), oidc.label if oidc.enabled else None)
         assert broker_session is not None
         with rt.db.transaction() as session:
             recipient = recipients.get(session, ask.client_id)
@@ -234,17 +279,7 @@ def portal_app(rt: Runtime) -> FastAPI:
     ) -> Response:
         rate.sign_in(request)
         customer = attempt(rt.db.transaction, accounts, username, password)
-        target = "/oauth/authorize?" + next if next else "/me"
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(
-            COOKIE,
-            make_cookie(customer),
-            max_age=SESSION_S,
-            secure=True,
-            httponly=True,
-            samesite="lax",
-        )
-        return response
+        return signed_in(customer, "/oauth/authorize?" + next if next else "/me")
 
     @app.post(
         "/oauth/authorize/decision",
@@ -301,6 +336,8 @@ def portal_app(rt: Runtime) -> FastAPI:
         return response
 
     app.include_router(_me_router(rt, customer_of, csrf, rate))
+    if oidc.enabled:
+        app.include_router(oidc_router(rt, oidc, cookies, signed_in, rate.sign_in))
     return app
 
 
@@ -332,11 +369,19 @@ def _notice_text(ask: ConsentAsk) -> str:
     )
 
 
-def _login_form(query: str) -> HTMLResponse:
+def _login_form(query: str, provider: str | None) -> HTMLResponse:
+    """The password form; with an OpenID provider, a link to sign in there that keeps ``next``."""
+    elsewhere = ""
+    if provider is not None:
+        href = "/login/oidc?next=" + quote("/oauth/authorize?" + query, safe="")
+        elsewhere = (
+            f'<p><a href="{html.escape(href)}">Sign in with {html.escape(provider)}</a></p>'
+            "<p>or with your password:</p>"
+        )
     return _page(
         "Sign in to your energy account",
         (
-            "<form method=post action=/login>"
+            elsewhere + "<form method=post action=/login>"
             "<p><label>Username <input name=username autocomplete=username required></label></p>"
             "<p><label>Password <input name=password type=password"
             " autocomplete=current-password required></label></p>"
