@@ -265,6 +265,10 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
             csrf(broker_session, urlencode(params)),
         )
 
+    @app.get("/login", response_class=HTMLResponse, summary="The sign-in form")
+    def login_form() -> HTMLResponse:
+        return _login_form("", oidc.label if oidc.enabled else None)
+
     @app.post(
         "/login",
         response_class=HTMLResponse,
@@ -373,7 +377,8 @@ def _login_form(query: str, provider: str | None) -> HTMLResponse:
     """The password form; with an OpenID provider, a link to sign in there that keeps ``next``."""
     elsewhere = ""
     if provider is not None:
-        href = "/login/oidc?next=" + quote("/oauth/authorize?" + query, safe="")
+        target = "/oauth/authorize?" + query if query else "/me"
+        href = "/login/oidc?next=" + quote(target, safe="")
         elsewhere = (
             f'<p><a href="{html.escape(href)}">Sign in with {html.escape(provider)}</a></p>'
             "<p>or with your password:</p>"
@@ -452,8 +457,9 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> AP
         responses=error_responses(404, s404="NotFound: you have no such consent") | _THROTTLED,
     )
     def withdraw(
-        consent_id: str, broker_session: Annotated[str | None, Cookie()] = None
-    ) -> dict[str, str]:
+        request: Request, consent_id: str, broker_session: Annotated[str | None, Cookie()] = None
+    ) -> Response:
+        """JSON, or back to ``/me`` for a browser's form (no JavaScript needed)."""
         customer = customer_of(broker_session)
         rate.customer(customer)
         with rt.db.transaction() as session:
@@ -461,7 +467,23 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> AP
             if record is None or record.terms.customer != customer:
                 raise NotFound(f"you have no consent {consent_id}")
             consents.withdraw(session, consent_id, f"customer:{rt.hasher(customer)}")
-        return {"consent_id": consent_id, "status": "withdrawn"}
+        if _wants_html(request):
+            return RedirectResponse("/me", status_code=303)
+        return JSONResponse({"consent_id": consent_id, "status": "withdrawn"})
+
+    @router.get("", response_class=HTMLResponse, summary="Your page (HTML, no JavaScript)")
+    def home(broker_session: Annotated[str | None, Cookie()] = None) -> Response:
+        """Your consents in plain words, each with a withdraw button; your access history; and
+        erasure. Not signed in: to the sign-in form."""
+        try:
+            customer = customer_of(broker_session)
+        except NotSignedIn:
+            return RedirectResponse("/login", status_code=303)
+        with rt.db.transaction() as session:
+            records = [
+                r for r in consents.refresh(session).records() if r.terms.customer == customer
+            ]
+        return _home_page(records, rt.clock.now())
 
     @router.post(
         "/erase",
@@ -470,6 +492,7 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> AP
         | _THROTTLED,
     )
     def erase(
+        request: Request,
         confirm: Annotated[str, Form(max_length=64)],
         broker_session: Annotated[str | None, Cookie()] = None,
     ) -> Response:
@@ -488,7 +511,15 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> AP
             "recipients_notified": summary["recipients_notified"],
             "data_keys_destroyed": summary["data_keys_destroyed"],
         }
-        response = JSONResponse(body)
+        response: Response = JSONResponse(body)
+        if _wants_html(request):
+            told = ", ".join(summary["recipients_notified"]) or "no recipient had received any"
+            response = _page(
+                "Your data was erased",
+                f"<p>{summary['consents_withdrawn']} consent(s) withdrawn. Deletion requests "
+                f"were sent to: {html.escape(told)}. Your key was destroyed: what the broker "
+                "stored for you can no longer be read by anyone.</p>",
+            )
         response.delete_cookie(COOKIE, secure=True, httponly=True, samesite="lax")
         return response
 
@@ -521,6 +552,47 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> AP
 
     del csrf
     return router
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _home_page(records: list[Any], now: datetime) -> HTMLResponse:
+    rows = []
+    for r in records:
+        t = r.terms
+        live = str(r.status) == "active" and now < t.expires_at
+        button = (
+            f'<form method=post action="/me/consents/{html.escape(t.consent_id)}/withdraw">'
+            "<button>Withdraw</button></form>"
+            if live
+            else html.escape(str(r.status))
+        )
+        rows.append(
+            f"<tr><td>{html.escape(t.recipient)}</td>"
+            f"<td>{html.escape(', '.join(p.replace('_', ' ') for p in t.purposes))}</td>"
+            f"<td>{html.escape(', '.join(c.replace('_', ' ') for c in t.categories))}</td>"
+            f"<td>{html.escape(t.granularity)}</td>"
+            f"<td>{html.escape(to_rfc3339(t.expires_at)[:10])}</td><td>{button}</td></tr>"
+        )
+    table = (
+        "<table><tr><th>who</th><th>for what</th><th>what</th><th>how fine</th>"
+        "<th>until</th><th></th></tr>" + "".join(rows) + "</table>"
+        if rows
+        else "<p>You have given no consent.</p>"
+    )
+    return _page(
+        "Your energy data",
+        "<h2>Who may receive your data</h2>" + table + "<p>A withdrawal takes effect at once: "
+        "the next request is refused and the recipient is asked to delete what it received."
+        "</p><h2>Who received what</h2><p><a href=/me/access>Your access history</a> "
+        "(every release and its decision) and <a href=/me/consents>your consents</a> as data."
+        "</p><h2>Erase your data</h2><form method=post action=/me/erase><p><label>Type "
+        f"<b>{ERASE_CONFIRMATION}</b> <input name=confirm required></label> "
+        "<button>Erase</button></p></form><p>This cannot be undone.</p>"
+        "<form method=post action=/logout><button>Sign out</button></form>",
+    )
 
 
 def _plain(days: list[StoredDay]) -> list[dict[str, Any]]:

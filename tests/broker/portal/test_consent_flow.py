@@ -221,3 +221,38 @@ def test_R3_4_a_customer_erases_their_own_data_after_confirming(rt: Runtime) -> 
     with rt.db.transaction() as session:
         assert rt.data_keys.current_refs(session, ["CUST-0000002"]) == {"CUST-0000002": None}
         assert rt.data_keys.current_refs(session, ["CUST-0000001"])["CUST-0000001"] is not None
+
+
+def test_C2_2_a_customer_manages_consents_from_their_page_without_javascript(
+    rt: Runtime,
+) -> None:
+    """The browser path: the sign-in form, ``/me`` listing the consent in plain words with a
+    withdraw button, the button's form bringing the customer back to a page that says so."""
+    browser = {"Accept": "text/html"}
+    _, challenge = _pkce()
+    with running_portal(rt, "test") as port:
+        base = f"https://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10, verify=_ca(rt), headers=browser) as alice:
+            assert alice.get("/me").headers["location"] == "/login"  # not signed in yet
+            form = alice.get("/login")
+            assert form.status_code == 200 and "name=password" in form.text
+            page = alice.get(
+                _sign_in(alice, _ask(challenge), "alice", "correct horse battery").headers[
+                    "location"
+                ]
+            )
+            token = re.search(r'name=token value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+            query = unescape(re.search(r'name=query value="([^"]*)"', page.text).group(1))  # type: ignore[union-attr]
+            alice.post(
+                "/oauth/authorize/decision",
+                data={"query": query, "token": token, "action": "approve",
+                      "categories": ["consumption"], "days": "30"},
+            )  # fmt: skip
+            home = alice.get("/me")
+            assert home.status_code == 200 and "personalised service" in home.text
+            action = re.search(r'action="(/me/consents/[^"]+/withdraw)"', home.text)
+            assert action is not None
+            back = alice.post(action.group(1))
+            assert back.status_code == 303 and back.headers["location"] == "/me"
+            after = alice.get("/me")
+            assert "withdrawn" in after.text and "/withdraw" not in after.text
