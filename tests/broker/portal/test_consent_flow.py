@@ -142,29 +142,25 @@ def test_R3_4_customer_approves_a_narrowed_consent_and_the_code_is_redeemed_once
     assert terms.terms.explicit is True
 
 
+def _approve_as_alice(alice: httpx.Client, challenge: str) -> None:
+    """Alice signs in from the authorize request and approves it, narrowed to 30 days."""
+    page = alice.get(
+        _sign_in(alice, _ask(challenge), "alice", "correct horse battery").headers["location"]
+    )
+    token = re.search(r'name=token value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+    query = unescape(re.search(r'name=query value="([^"]*)"', page.text).group(1))  # type: ignore[union-attr]
+    data = {"query": query, "token": token, "action": "approve", "categories": ["consumption"],
+            "days": "30"}  # fmt: skip
+    alice.post("/oauth/authorize/decision", data=data)
+
+
 def test_C2_2_a_customer_reaches_only_their_own_consents_and_history(rt: Runtime) -> None:
     _, challenge = _pkce()
     with running_portal(rt, "test") as port:
         base = f"https://127.0.0.1:{port}"
         ca = _ca(rt)
         with httpx.Client(base_url=base, timeout=10, verify=ca) as alice:
-            page = alice.get(
-                _sign_in(alice, _ask(challenge), "alice", "correct horse battery").headers[
-                    "location"
-                ]
-            )
-            token = re.search(r'name=token value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
-            query = unescape(re.search(r'name=query value="([^"]*)"', page.text).group(1))  # type: ignore[union-attr]
-            alice.post(
-                "/oauth/authorize/decision",
-                data={
-                    "query": query,
-                    "token": token,
-                    "action": "approve",
-                    "categories": ["consumption"],
-                    "days": "30",
-                },
-            )
+            _approve_as_alice(alice, challenge)
             consent_id = alice.get("/me/consents").json()[0]["consent_id"]
         with httpx.Client(base_url=base, timeout=10, verify=ca) as bob:
             assert bob.get("/me/consents").status_code == 401  # not signed in
@@ -236,18 +232,7 @@ def test_C2_2_a_customer_manages_consents_from_their_page_without_javascript(
             assert alice.get("/me").headers["location"] == "/login"  # not signed in yet
             form = alice.get("/login")
             assert form.status_code == 200 and "name=password" in form.text
-            page = alice.get(
-                _sign_in(alice, _ask(challenge), "alice", "correct horse battery").headers[
-                    "location"
-                ]
-            )
-            token = re.search(r'name=token value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
-            query = unescape(re.search(r'name=query value="([^"]*)"', page.text).group(1))  # type: ignore[union-attr]
-            alice.post(
-                "/oauth/authorize/decision",
-                data={"query": query, "token": token, "action": "approve",
-                      "categories": ["consumption"], "days": "30"},
-            )  # fmt: skip
+            _approve_as_alice(alice, challenge)
             home = alice.get("/me")
             assert home.status_code == 200 and "personalised service" in home.text
             action = re.search(r'action="(/me/consents/[^"]+/withdraw)"', home.text)
