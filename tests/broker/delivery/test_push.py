@@ -4,6 +4,7 @@ requests with signed acknowledgements, overdue deletions, erasure that crypto-sh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from datetime import timedelta
@@ -25,7 +26,7 @@ from broker.delivery.service import PushLoop, RoundReport, open_deletions
 from broker.errors import NotFound
 from broker.recipients.service import Recipients
 from broker.regulator import metrics
-from broker.release.feeds import FeedSpec, FeedStopped
+from broker.release.feeds import FeedSpec, FeedStopped, InvalidFeed
 from tests.broker.delivery.conftest import Hooked
 from tests.broker.release.conftest import CUSTOMER, DAY0
 
@@ -229,3 +230,10 @@ def test_R3_4_expiry_propagates_like_a_withdrawal(hooked: Hooked) -> None:
     (request,) = hooked.receiver.deletion_requests
     assert request["reason"] == "expired" and len(request["release_ids"]) == 2
     assert hooked.feeds.get("acme", feed_id)["status"] == "stopped"
+
+
+def test_C3_2_a_push_feed_without_a_webhook_is_refused_clearly(hooked: Hooked) -> None:
+    with pytest.raises(InvalidFeed, match="push feed needs a webhook_url"):
+        hooked.feeds.subscribe("rival", SUBJECT)  # registered nowhere with a webhook
+    with pytest.raises(InvalidFeed, match="delivery must be one of pull, push"):
+        hooked.feeds.subscribe("acme", dataclasses.replace(SUBJECT, delivery="carrier-pigeon"))
