@@ -216,7 +216,9 @@ class Outbox:
 
     def _claim(self) -> list[Claimed]:
         now = to_us(self._clock.now())
-        lease = int((self.settings.timeout_s * 3 + 5) * 1_000_000)
+        # the lease outlasts the whole round: every claimed item may take its full timeout
+        # (connect and read) before the last one is posted
+        lease = int(((self.settings.timeout_s * 2 + 1) * self.settings.batch + 5) * 1_000_000)
         query = (
             select(Delivery)
             .where(col(Delivery.status) == DeliveryStatus.pending)

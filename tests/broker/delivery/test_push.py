@@ -237,3 +237,19 @@ def test_C3_2_a_push_feed_without_a_webhook_is_refused_clearly(hooked: Hooked) -
         hooked.feeds.subscribe("rival", SUBJECT)  # registered nowhere with a webhook
     with pytest.raises(InvalidFeed, match="delivery must be one of pull, push"):
         hooked.feeds.subscribe("acme", dataclasses.replace(SUBJECT, delivery="carrier-pigeon"))
+
+
+def test_T7_a_claimed_delivery_is_not_claimed_again_until_its_round_could_have_ended(
+    hooked: Hooked,
+) -> None:
+    """Two workers (two ``broker serve`` processes) do not post the same delivery at once: a
+    claim leases it for longer than a whole round of timeouts."""
+    _subscribe(hooked)
+    hooked.push.push_feeds(RoundReport())
+    first = hooked.push.outbox._claim()
+    assert len(first) == 2 and hooked.push.outbox._claim() == []
+    settings = hooked.push.outbox.settings
+    hooked.b.clock.advance(timedelta(seconds=settings.timeout_s * 2 * settings.batch))
+    assert hooked.push.outbox._claim() == []
+    hooked.b.clock.advance(timedelta(seconds=settings.batch + 6))
+    assert len(hooked.push.outbox._claim()) == 2  # the worker died: another one takes over
