@@ -29,7 +29,12 @@ from broker.errors import Forbidden
 from broker.runtime import Runtime
 
 DeletionStatusQuery = Annotated[
-    str | None, Query(pattern="^(requested|acknowledged|overdue)$", description="filter")
+    str | None,
+    Query(
+        pattern="^(requested|acknowledged|overdue)$",
+        description="requested: not acknowledged yet (overdue ones included); overdue: past "
+        "the deadline without an acknowledgement; acknowledged",
+    ),
 ]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
@@ -82,8 +87,7 @@ def delivery_router(rt: Runtime, recipient: Callable[..., str]) -> APIRouter:
         who: Recipient, status: DeletionStatusQuery = None, limit: Limit = 100
     ) -> list[dict[str, Any]]:
         with rt.db.transaction() as session:
-            rows = deletions.of_recipient(session, who, None, 500)
-        return [row for row in rows if status in (None, row["status"])][:limit]
+            return deletion.find(session, rt.clock.now(), status, who, limit)
 
     @router.post(
         "/v1/deletions/{deletion_id}/ack",

@@ -122,9 +122,12 @@ def start_in_thread(server: uvicorn.Server) -> threading.Thread:
 
 
 @contextmanager
-def serving(app: FastAPI, ctx: ssl.SSLContext, host: str = "127.0.0.1") -> Iterator[int]:
-    """Serve ``app`` over ``ctx`` in a background thread on a free port; yields the port."""
-    server = make_server(app, ctx, host, 0)
+def serving(
+    app: FastAPI, ctx: ssl.SSLContext, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[int]:
+    """Serve ``app`` over ``ctx`` in a background thread (on a free port unless ``port`` is
+    given); yields the port."""
+    server = make_server(app, ctx, host, port)
     thread = start_in_thread(server)
     try:
         yield server.servers[0].sockets[0].getsockname()[1]

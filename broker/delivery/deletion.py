@@ -30,8 +30,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from joserfc.errors import JoseError
-from joserfc.jwk import JWKRegistry
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
@@ -39,11 +37,12 @@ from sqlmodel import Session, col, select
 from broker.audit.events import AuditEvent, AuditSink
 from broker.delivery.models import DeletionRequest, DeletionStatus
 from broker.delivery.outbox import Outbox
-from broker.delivery.signing import DELETION_TYPE, BadSignature, sign_json, verify_json
+from broker.delivery.signing import DELETION_TYPE, BadSignature, sign_json, verify_json_by_any
 from broker.errors import BrokerError, NotFound
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.ids import SubjectHasher, new_id
-from broker.recipients.models import Recipient, RecipientKey
+from broker.recipients.models import Recipient
+from broker.recipients.service import keys_of
 from broker.release.models import ReleaseRecord
 
 ACK_TYPE = "x1332-deletion-ack+jws"
@@ -233,43 +232,21 @@ class Deletions:
         return deletion_json(row, now)
 
     def _verify_ack(self, session: Session, recipient: str, ack: str) -> dict[str, Any]:
-        keys = session.exec(
-            select(RecipientKey).where(col(RecipientKey.recipient_id) == recipient)
-        ).all()
-        if not keys:
-            raise BadAcknowledgement(f"{recipient} has registered no key to sign with")
-        problem = "no registered key verifies it"
-        for stored in keys:
-            try:
-                key = JWKRegistry.import_key(json.loads(stored.jwk))
-                return verify_json(ack, key, ACK_TYPE)
-            except BadSignature as exc:
-                problem = exc.message
-            except (JoseError, ValueError):
-                continue
-        raise BadAcknowledgement(f"the acknowledgement's signature does not verify: {problem}")
-
-    # ---- reading --------------------------------------------------------------------------
-
-    def of_recipient(
-        self, session: Session, recipient: str, status: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        query = select(DeletionRequest).where(col(DeletionRequest.recipient) == recipient)
-        if status == "requested":
-            query = query.where(col(DeletionRequest.status) == DeletionStatus.requested)
-        elif status == "acknowledged":
-            query = query.where(col(DeletionRequest.status) == DeletionStatus.acknowledged)
-        query = query.order_by(col(DeletionRequest.requested_us)).limit(limit)
-        now = self._clock.now()
-        return [deletion_json(row, now) for row in session.exec(query)]
+        jwks = [k.jwk for k in keys_of(session, recipient)]
+        try:
+            return verify_json_by_any(ack, jwks, ACK_TYPE)
+        except BadSignature as exc:
+            raise BadAcknowledgement(
+                f"the acknowledgement's signature does not verify: {exc.message}"
+            ) from exc
 
 
 def find(
     session: Session, now: datetime, status: str | None = None, recipient: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Deletion requests for the regulator: ``overdue`` (requested, past due), ``requested``,
-    ``acknowledged`` or all."""
+    """Deletion requests (the regulator's, or one ``recipient``'s): ``overdue`` (requested, past
+    due), ``requested``, ``acknowledged`` or all, in the order they fall due."""
     query = select(DeletionRequest)
     if recipient is not None:
         query = query.where(col(DeletionRequest.recipient) == recipient)

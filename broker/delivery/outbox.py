@@ -39,8 +39,6 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from joserfc.errors import JoseError
-from joserfc.jwk import JWKRegistry
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
@@ -48,13 +46,13 @@ from sqlmodel import Session, col, select
 from broker.audit.events import AuditEvent, AuditSink
 from broker.delivery.models import Delivery, DeliveryStatus
 from broker.delivery.settings import PushSettings
-from broker.delivery.signing import RELEASE_HEADER, BadSignature, sign_push, verify_json
+from broker.delivery.signing import RELEASE_HEADER, BadSignature, sign_push, verify_json_by_any
 from broker.errors import BrokerError, NotFound
 from broker.keys.service import DataKeys
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.envelope import EnvelopeError
 from broker.kit.ids import SubjectHasher, new_id
-from broker.recipients.models import RecipientKey
+from broker.recipients.service import keys_of
 from broker.storage.db import Database, is_postgres
 
 OUTBOX_SUBJECT = "broker:outbox"
@@ -319,21 +317,13 @@ class Outbox:
         delivery's id and body digest."""
         if token is None:
             return None
-        keys = session.exec(
-            select(RecipientKey).where(col(RecipientKey.recipient_id) == row.recipient)
-        )
-        for stored in keys:
-            try:
-                key = JWKRegistry.import_key(json.loads(stored.jwk))
-                claims = verify_json(token, key, RECEIPT_TYPE)
-            except (BadSignature, JoseError, ValueError):
-                continue
-            if (
-                claims.get("delivery_id") == row.delivery_id
-                and claims.get("body_sha256") == row.body_sha256
-            ):
-                return token
-        return None
+        jwks = [k.jwk for k in keys_of(session, row.recipient)]
+        try:
+            claims = verify_json_by_any(token, jwks, RECEIPT_TYPE)
+        except BadSignature:
+            return None
+        signed = (claims.get("delivery_id"), claims.get("body_sha256"))
+        return token if signed == (row.delivery_id, row.body_sha256) else None
 
     # ---- operators ------------------------------------------------------------------------
 

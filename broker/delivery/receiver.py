@@ -45,6 +45,7 @@ from broker.delivery.signing import (
     DELIVERY_HEADER,
     RELEASE_HEADER,
     BadSignature,
+    okp_key,
     public_key_of,
     verify_json,
     verify_push,
@@ -135,7 +136,7 @@ class WebhookReceiver:
                     message = json.loads(body)
                     if message.get("type") == "deletion_request":
                         claims = verify_json(
-                            message["deletion_request"], OKPKey.import_key(_jwk(self.broker_key)),
+                            message["deletion_request"], okp_key(self.broker_key),
                             DELETION_TYPE,
                         )  # fmt: skip
                         self.deletion_requests.append(claims)
@@ -158,13 +159,6 @@ class WebhookReceiver:
             "deleted_at": dt.datetime.now(dt.UTC).isoformat(),
         }
         return sign_as_recipient(self.signing_key, payload, ACK_TYPE)
-
-
-def _jwk(key: Ed25519PublicKey) -> dict[str, Any]:
-    pem = key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return OKPKey.import_key(pem).as_dict()
 
 
 def webhook_identity(out: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:

@@ -16,7 +16,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
 
 from sqlmodel import col, select
 
@@ -30,7 +30,7 @@ from broker.oauth.settings import OAuthSettings
 from broker.recipients.models import Recipient
 from broker.release.feeds import FeedService
 from broker.release.models import Feed
-from broker.release.pipeline import ReleaseDenied, ReleaseRefused
+from broker.release.pipeline import ReleaseDenied
 from broker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -59,14 +59,6 @@ class RoundReport:
     pushed_pages: int = 0
     stopped_feeds: int = 0
     deliveries: dict[str, int] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "expired": self.expired,
-            "pushed_pages": self.pushed_pages,
-            "stopped_feeds": self.stopped_feeds,
-            "deliveries": self.deliveries,
-        }
 
 
 class PushService:
@@ -128,7 +120,7 @@ class PushService:
                 session.add(feed)
                 report.pushed_pages += 1
                 return page.next_cursor is not None
-        except (ReleaseRefused, BrokerError) as exc:  # refused, or the store failed: next round
+        except BrokerError as exc:  # refused, or the store failed: next round
             logger.warning("push feed %s: %s", feed_id, exc)
             return False
 
@@ -168,7 +160,7 @@ class PushLoop:
         self._thread.join(timeout=30)
 
 
-def http_poster(settings: PushSettings, identity: tuple[Any, Any]) -> HttpPoster:
+def http_poster(settings: PushSettings, identity: tuple[Path, Path]) -> HttpPoster:
     """The poster ``broker serve`` uses: the broker's certificate as client certificate."""
     cert, key = identity
     return HttpPoster(push_client_context(settings.ca_file, cert, key), settings)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from http_message_signatures import (
 )
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import OKPKey
+from joserfc.jwk import JWKRegistry, OKPKey
 
 from broker.errors import BrokerError
 from broker.keys.files import load_ed25519_key
@@ -62,7 +62,8 @@ def load_delivery_key(settings: Settings) -> Ed25519PrivateKey:
     return load_ed25519_key(settings, path, path.with_suffix(".pub"), "delivery signing key")
 
 
-def _okp(key: Ed25519PrivateKey | Ed25519PublicKey) -> OKPKey:
+def okp_key(key: Ed25519PrivateKey | Ed25519PublicKey) -> OKPKey:
+    """The joserfc form of an Ed25519 key."""
     if isinstance(key, Ed25519PrivateKey):
         pem = key.private_bytes(
             serialization.Encoding.PEM,
@@ -79,11 +80,11 @@ def _okp(key: Ed25519PrivateKey | Ed25519PublicKey) -> OKPKey:
 def key_id(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     """RFC 7638 thumbprint of the public key."""
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return _okp(public).thumbprint()
+    return okp_key(public).thumbprint()
 
 
 def public_jwk(key: Ed25519PrivateKey) -> dict[str, Any]:
-    jwk = _okp(key.public_key()).as_dict(private=False)
+    jwk = okp_key(key.public_key()).as_dict(private=False)
     return jwk | {"kid": key_id(key), "use": "sig", "alg": "Ed25519"}
 
 
@@ -202,7 +203,7 @@ def sign_json(key: Ed25519PrivateKey, payload: Mapping[str, Any], typ: str) -> s
     """A compact JWS (alg Ed25519, RFC 9864) over the RFC 8785 canonical form of ``payload``."""
     header = {"alg": "Ed25519", "kid": key_id(key), "typ": typ}
     return jws.serialize_compact(
-        header, canonical_json(dict(payload)), _okp(key), algorithms=["Ed25519"]
+        header, canonical_json(dict(payload)), okp_key(key), algorithms=["Ed25519"]
     )
 
 
@@ -222,3 +223,21 @@ def verify_json(token: str, key: OKPKey | Any, typ: str | None = None) -> dict[s
     if not isinstance(payload, dict):
         raise BadSignature("the JWS payload is not a JSON object")
     return payload
+
+
+def verify_json_by_any(token: str, jwks: Sequence[str], typ: str) -> dict[str, Any]:
+    """The payload of ``token`` if one of ``jwks`` (public JWKs as JSON, a recipient's
+    registered keys) signed it with ``typ``; ``BadSignature`` saying why not otherwise."""
+    if not jwks:
+        raise BadSignature("no key is registered to verify it with")
+    problem = "no registered key verifies it"
+    for text in jwks:
+        try:
+            key = JWKRegistry.import_key(json.loads(text))
+        except (JoseError, ValueError):
+            continue
+        try:
+            return verify_json(token, key, typ)
+        except BadSignature as exc:
+            problem = exc.message
+    raise BadSignature(problem)

@@ -7,7 +7,7 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from broker.api.server import make_server, start_in_thread
+from broker.api.server import serving
 from broker.ca.service import open_ca, server_identity
 from broker.portal.web import portal_app
 from broker.runtime import Runtime
@@ -27,10 +27,5 @@ def running_portal(
     rt: Runtime, actor: str, host: str = "127.0.0.1", port: int = 0
 ) -> Iterator[int]:
     """Serve the portal in a background thread; yields the port (tests, the demo)."""
-    server = make_server(portal_app(rt), portal_context(rt, actor), host, port)
-    thread = start_in_thread(server)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(portal_app(rt), portal_context(rt, actor), host, port) as bound:
+        yield bound

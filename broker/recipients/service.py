@@ -65,6 +65,12 @@ def ca_role(recipient: Recipient) -> str:
     return CA_ROLE[Kind(recipient.kind)]
 
 
+def keys_of(session: Session, recipient_id: str) -> list[RecipientKey]:
+    """The public keys ``recipient_id`` registered (to sign assertions, receipts, acks)."""
+    query = select(RecipientKey).where(RecipientKey.recipient_id == recipient_id)
+    return list(session.exec(query.order_by(col(RecipientKey.kid))))
+
+
 def check_webhook(url: str) -> str:
     """An https:// URL with a host; not a link-local, multicast or unspecified address (cloud
     metadata endpoints live at 169.254.169.254: the broker must not be made to post there).
@@ -195,8 +201,7 @@ class Recipients:
         return row
 
     def keys(self, session: Session, recipient_id: str) -> list[RecipientKey]:
-        query = select(RecipientKey).where(RecipientKey.recipient_id == recipient_id)
-        return list(session.exec(query.order_by(col(RecipientKey.kid))))
+        return keys_of(session, recipient_id)
 
     def set_webhook(
         self, session: Session, recipient_id: str, url: str | None, actor: str

@@ -139,7 +139,7 @@ def _one_request(h: Hooked) -> dict[str, object]:
     h.round()
     h.b.withdraw(consent_id)
     with h.b.rt.db.transaction() as session:
-        (request,) = open_deletions(h.b.rt).of_recipient(session, "acme")
+        (request,) = deletion.find(session, h.b.clock.now(), recipient="acme")
     return request
 
 
