@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from broker.cli.common import actor, console, print_json, runtime
+from broker.delivery.models import DeliveryStatus
 from broker.delivery.outbox import delivery_json
 from broker.delivery.service import open_outbox
 
@@ -17,14 +18,15 @@ app = typer.Typer(help="Webhook deliveries: list, dead letters, redrive.", no_ar
 def list_(
     recipient: Annotated[str | None, typer.Option(help="Only this recipient's.")] = None,
     status: Annotated[
-        str | None, typer.Option(help="pending, delivered or dead (dead letters).")
+        DeliveryStatus | None, typer.Option(help="pending, delivered or dead (dead letters).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
 ) -> None:
     """Deliveries, newest first, with attempts, last error and receipt."""
     with runtime() as rt, rt.db.transaction() as session:
         rows = [
-            delivery_json(r) for r in open_outbox(rt).deliveries(session, recipient, status, limit)
+            delivery_json(r)
+            for r in open_outbox(rt).deliveries(session, recipient, status and status.value, limit)
         ]
     print_json(rows)
 

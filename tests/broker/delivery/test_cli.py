@@ -53,6 +53,7 @@ def test_R3_4_webhook_outbox_and_erasure_from_the_command_line(data_dir: Path) -
     rt.close()
     (listed,) = json.loads(_run("deliveries", "list", "--status", "dead"))
     assert listed["delivery_id"] == delivery_id
+    _run("deliveries", "list", "--status", "weird", code=2)  # a clear usage error, not []
     _run("deliveries", "redrive", delivery_id)
     _run("deliveries", "redrive", delivery_id, code=1)  # no longer a dead letter
 
