@@ -46,7 +46,23 @@ _INVALID = (
     f"says why), a cursor it did not issue for this feed, a limit outside 1 to {MAX_DAYS} days, "
     "or a malformed parameter or body"
 )
-_STOPPED = "FeedStopped: the feed is stopped (by the recipient, or its consent ended)"
+_STOPPED = (
+    "FeedStopped: the feed is stopped (by the recipient, its consent ended, or its purpose left "
+    "your registration)"
+)
+_CALLER = (
+    "Forbidden or InsufficientScope: the certificate is revoked, or the token lacks a feeds scope"
+)
+_NOT_REGISTERED = (
+    "PurposeNotRegistered: the purpose is not one you are registered for (the detail names it "
+    "and your registered purposes); refused before any policy decision"
+)
+_REFUSED = (
+    "ReleaseDenied: the policy denied this page (the detail names the decision and its reason "
+    "codes); ReleaseRefused: the tier cannot release it (budget, thresholds, differencing); "
+    "PurposeNotRegistered: the feed's purpose is no longer one you are registered for. "
+    "ReleaseDenied and PurposeNotRegistered stop the feed. " + _CALLER
+)
 _PAGE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "A page of whole days in the feed's format; X-Next-Cursor names the next",
@@ -67,7 +83,7 @@ def feeds_router(service: FeedService, recipient: Callable[..., str]) -> APIRout
         "",
         status_code=201,
         summary="Subscribe to a feed",
-        responses=error_responses(422, s422=_INVALID),
+        responses=error_responses(403, 422, s403=f"{_NOT_REGISTERED}. {_CALLER}", s422=_INVALID),
     )
     def subscribe(body: FeedCreate, who: Recipient) -> dict[str, Any]:
         spec = FeedSpec(
@@ -85,7 +101,8 @@ def feeds_router(service: FeedService, recipient: Callable[..., str]) -> APIRout
         "/{feed_id}/data",
         summary="The next page of a feed (one pipeline run)",
         response_class=Response,
-        responses=_PAGE | error_responses(404, 409, 422, s409=_STOPPED, s422=_INVALID),
+        responses=_PAGE
+        | error_responses(403, 404, 409, 422, s403=_REFUSED, s409=_STOPPED, s422=_INVALID),
     )
     def data(
         feed_id: str,

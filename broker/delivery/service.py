@@ -6,7 +6,8 @@ A worker round:
    withdrawal: feeds stop, deletion requests go out);
 2. releases the next ended days of every active push feed through the one pipeline
    (``FeedService.page_in``) and queues each page for the recipient's webhook in the same
-   transaction as its release; a denial stops the feed (as a pull page would);
+   transaction as its release; a denial, or a purpose the recipient is no longer registered
+   for, stops the feed (as a pull page would);
 3. posts every due delivery (``Outbox.run_due``).
 """
 
@@ -28,9 +29,8 @@ from broker.delivery.signing import load_delivery_key
 from broker.errors import BrokerError
 from broker.oauth.settings import OAuthSettings
 from broker.recipients.models import Recipient
-from broker.release.feeds import FeedService
+from broker.release.feeds import STOPS_FEED, FeedService
 from broker.release.models import Feed
-from broker.release.pipeline import ReleaseDenied
 from broker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class PushService:
                     return False
                 try:
                     page = self.feeds.page_in(session, feed, feed.push_cursor, 1, None)
-                except ReleaseDenied:  # the feed is stopped in this transaction: commit it
+                except STOPS_FEED:  # the feed is stopped in this transaction: commit it
                     report.stopped_feeds += 1
                     return False
                 if page.release_id is None:  # nothing ended yet, or the period is done

@@ -9,6 +9,12 @@ releases only days that have ended. A push feed (``delivery="push"``, for a reci
 registered webhook) is paged the same way by the push worker (``broker.delivery.service``),
 which posts each page; it cannot also be pulled.
 
+A feed's purpose must be one the recipient is registered for (``recipient.purposes``): checked
+at subscription and again before every page, ahead of the policy, so a purpose outside the
+registration is refused (``PurposeNotRegistered``, 403) without a decision being made or
+recorded; a page refused this way stops the feed, as a denial does, since a registration can be
+narrowed after the feed was made.
+
 Cursors are opaque: ``<feed id>.<day>.<mac>`` in base64url, the MAC a keyed hash (the broker's
 subject-hash key) of the feed id and the day, so a cursor cannot be forged, edited, or used on
 another feed.
@@ -22,15 +28,17 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 from sqlmodel import Session
 
-from broker.errors import BrokerError, NotFound
+from broker.audit.events import AuditEvent
+from broker.errors import BrokerError, Forbidden, NotFound
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.ids import SubjectHasher, new_id
 from broker.recipients.models import Recipient
+from broker.recipients.service import purposes_of
 from broker.release.formats import Body, check_format, serialise
 from broker.release.models import Feed
 from broker.release.pipeline import ReleaseDenied, ReleaseOptions, ReleasePipeline
@@ -48,6 +56,34 @@ class InvalidFeed(BrokerError):
 
 class FeedStopped(BrokerError):
     status_code = 409
+
+
+class PurposeNotRegistered(Forbidden):
+    """The feed's purpose is not one the recipient is registered for (R3.5)."""
+
+    def __init__(self, recipient: str, purpose: str, registered: frozenset[str]) -> None:
+        names = ", ".join(sorted(registered)) or "none"
+        super().__init__(
+            f"purpose {purpose!r} is not one {recipient} is registered for "
+            f"(registered purposes: {names})"
+        )
+
+
+STOPS_FEED = (ReleaseDenied, PurposeNotRegistered)
+"""What ``page_in`` raises after stopping the feed in the caller's transaction: commit it."""
+
+
+class PurposeRegistry(Protocol):
+    def purposes(self, session: Session, recipient_id: str) -> frozenset[str]: ...
+
+
+class RegisteredPurposes:
+    """The purposes of the recipients registry (``broker.recipients``); none for an unknown
+    recipient."""
+
+    def purposes(self, session: Session, recipient_id: str) -> frozenset[str]:
+        row = session.get(Recipient, recipient_id)
+        return frozenset() if row is None else frozenset(purposes_of(row))
 
 
 @dataclass(frozen=True)
@@ -118,12 +154,24 @@ def _check(spec: FeedSpec) -> None:
 
 class FeedService:
     def __init__(
-        self, db: Database, pipeline: ReleasePipeline, clock: Clock, hasher: SubjectHasher
+        self,
+        db: Database,
+        pipeline: ReleasePipeline,
+        clock: Clock,
+        hasher: SubjectHasher,
+        registry: PurposeRegistry | None = None,
     ) -> None:
         self.db = db
         self.pipeline = pipeline
         self.clock = clock
         self._hasher = hasher
+        self._registry = registry or RegisteredPurposes()
+
+    def _registered(self, session: Session, recipient: str, purpose: str) -> None:
+        """Refuse a purpose outside ``recipient``'s registration (before any decision)."""
+        registered = self._registry.purposes(session, recipient)
+        if purpose not in registered:
+            raise PurposeNotRegistered(recipient, purpose, registered)
 
     def subscribe(self, recipient: str, spec: FeedSpec) -> dict[str, Any]:
         _check(spec)
@@ -151,6 +199,7 @@ class FeedService:
                 row = session.get(Recipient, recipient)
                 if row is None or not row.webhook_url:
                     raise InvalidFeed("a push feed needs a webhook_url registered for you")
+            self._registered(session, recipient, spec.purpose)
             session.add(feed)
             session.flush()
             return feed_json(feed)
@@ -176,6 +225,16 @@ class FeedService:
             feed.stopped_us = to_us(self.clock.now())
             session.add(feed)
 
+    def _stop_unregistered(self, session: Session, feed: Feed, exc: PurposeNotRegistered) -> None:
+        """Stop ``feed`` and enter the refused page in the audit log (no decision was made)."""
+        self.stop_in(session, feed, exc.message)
+        subject = None if feed.subject is None else self._hasher(feed.subject)
+        details = {"recipient": feed.recipient, "purpose": feed.purpose, "feed_id": feed.feed_id,
+                   "decision_id": None, "reasons": ["purpose_not_registered"],
+                   "why": exc.message[:500]}  # fmt: skip
+        event = AuditEvent("release.refused", f"recipient:{feed.recipient}", subject, details)
+        self.pipeline.audit.record(session, [event])
+
     def cursor(self, feed_id: str, day: int) -> str:
         mac = self._hasher(f"feed-cursor|{feed_id}|{day}")[-32:]
         return base64.urlsafe_b64encode(f"{feed_id}.{day}.{mac}".encode()).decode().rstrip("=")
@@ -200,14 +259,14 @@ class FeedService:
         fmt: str | None = None,
     ) -> Page:
         """The next page of a pull feed, in a transaction of its own."""
-        denied: ReleaseDenied | None = None
+        denied: Forbidden | None = None
         with self.db.transaction() as session:
             feed = self._own(session, recipient, feed_id)
             if feed.delivery == "push":
                 raise FeedStopped(f"feed {feed_id} is pushed to the webhook; it cannot be pulled")
             try:
                 return self.page_in(session, feed, cursor, limit, fmt)
-            except ReleaseDenied as exc:  # the feed was stopped: commit that, then answer
+            except STOPS_FEED as exc:  # the feed was stopped: commit that, then answer
                 denied = exc
         raise denied
 
@@ -220,13 +279,18 @@ class FeedService:
         fmt: str | None = None,
     ) -> Page:
         """The next page of ``feed`` in the caller's transaction (pull routes and the push
-        worker). A denial (withdrawn, expired, suspended) stops the feed in that transaction
-        and raises ``ReleaseDenied``: commit it."""
+        worker). A purpose no longer registered, or a denial (withdrawn, expired, suspended),
+        stops the feed in that transaction and raises one of ``STOPS_FEED``: commit it."""
         if not 1 <= limit <= MAX_DAYS:
             raise InvalidFeed(f"limit is the days per page, 1 to {MAX_DAYS}")
         feed_id, recipient = feed.feed_id, feed.recipient
         if feed.status != "active":
             raise FeedStopped(f"feed {feed_id} is stopped: {feed.stop_reason}")
+        try:
+            self._registered(session, recipient, feed.purpose)
+        except PurposeNotRegistered as exc:
+            self._stop_unregistered(session, feed, exc)
+            raise
         fmt = check_format(fmt or feed.format)
         day = _day_start(from_us(feed.period_from_us))
         if cursor:

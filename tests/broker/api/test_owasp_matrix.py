@@ -69,6 +69,11 @@ API5 Broken function level authorization
             ::test_C1_1_only_a_concentrator_may_post_frames
             ::test_C1_1_metrics_are_refused_to_other_roles
         tests/broker/oauth/test_token_endpoint.py::test_R4_3_scopes_are_denied_by_default
+    a recipient asks a feed for a purpose it is not registered for, or keeps paging one after
+    its registration was narrowed:
+        tests/broker/release/test_feed_gates.py
+            ::test_R3_5_a_feed_for_a_purpose_outside_the_registration_is_refused_before_any_decision
+            ::test_R3_5_a_feed_whose_purpose_leaves_the_registration_stops_at_the_next_page
 API6 Unrestricted access to sensitive business flows
     a consent code redeemed twice or by another client; a forged consent form; consent
     decisions in bulk:

@@ -60,7 +60,8 @@ def hooked(broker: Broker, tmp_path: Path) -> Iterator[Hooked]:  # noqa: F811
         url = f"https://127.0.0.1:{port}/hook"
         service = Recipients(rt.audit, rt.clock)
         with rt.db.transaction() as session:
-            registration = Registration("acme", "Acme", Kind.third_party, (), url)
+            purposes = ("personalised_service",)
+            registration = Registration("acme", "Acme", Kind.third_party, purposes, url)
             service.register(session, registration, "test")
             service.add_key(session, "acme", key.as_dict(private=False), "test")
         feeds = FeedService(rt.db, broker.pipeline(), broker.clock, rt.hasher)

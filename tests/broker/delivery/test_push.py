@@ -28,7 +28,7 @@ from broker.recipients.service import Recipients
 from broker.regulator import metrics
 from broker.release.feeds import FeedSpec, FeedStopped, InvalidFeed
 from tests.broker.delivery.conftest import Hooked
-from tests.broker.release.conftest import CUSTOMER, DAY0
+from tests.broker.release.conftest import CUSTOMER, DAY0, set_purposes
 
 SUBJECT = FeedSpec("personalised_service", ("consumption",), "hourly", "subject",
                    subject=CUSTOMER, period_from=DAY0, delivery="push")  # fmt: skip
@@ -230,6 +230,22 @@ def test_R3_4_expiry_propagates_like_a_withdrawal(hooked: Hooked) -> None:
     (request,) = hooked.receiver.deletion_requests
     assert request["reason"] == "expired" and len(request["release_ids"]) == 2
     assert hooked.feeds.get("acme", feed_id)["status"] == "stopped"
+
+
+def test_R3_5_a_push_feed_whose_purpose_leaves_the_registration_is_stopped(
+    hooked: Hooked,
+) -> None:
+    """The worker checks the registration before every page, as a pull does: a purpose the
+    operator took from the recipient stops its push feed, before any decision is made."""
+    feed_id = _subscribe(hooked)
+    set_purposes(hooked.b.rt, "acme", ("demand_response",))
+    report = hooked.push.round(hooked.poster)
+    assert report.stopped_feeds == 1 and report.pushed_pages == 0
+    assert not hooked.receiver.held and _deliveries(hooked) == []
+    feed = hooked.feeds.get("acme", feed_id)
+    assert feed["status"] == "stopped" and "'personalised_service'" in feed["stop_reason"]
+    with hooked.b.rt.db.transaction() as session:
+        assert session.execute(text("SELECT count(*) FROM policy_decision")).scalar_one() == 0
 
 
 def test_C3_2_a_push_feed_without_a_webhook_is_refused_clearly(hooked: Hooked) -> None:

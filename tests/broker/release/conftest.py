@@ -3,22 +3,30 @@
 The reference path, kept small: 110 simulated households on feeder F-001 and 10 on F-002 (the
 simulator's layout, 150 meters a feeder) push two days of 15-minute load profiles as DLMS frames
 (security suite 0) that the MDMS verifies and stores sealed under each customer's key. The
-shipped policy is activated; recipients come from a small directory.
+shipped policy is activated; recipients come from a small directory. ``wired`` serves the same
+broker as ``broker serve`` does (the recipients registry, certificate-bound tokens) on its
+readings and clock, for tests through the real HTTPS server.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session
 
+from broker.api.server import build, running
+from broker.ca.authority import CertificateAuthority
 from broker.consent.wiring import open_consents
-from broker.kit.clock import FixedClock
+from broker.kit.clock import FixedClock, SystemClock
+from broker.oauth.settings import OAuthSettings
 from broker.policy.service import activate_shipped_if_none
+from broker.recipients.models import Recipient
 from broker.release.pipeline import (
     RecipientInfo,
     ReleaseConfig,
@@ -31,6 +39,7 @@ from connectors.meters.simulator import Fleet
 from consent_ledger import ConsentRequest, notice_hash
 from deidentify.dp import BudgetRules
 from tests.broker.fakes import settings_for
+from tests.broker.oauth import conftest as oauth
 from tests.connectors.mdms.factory import key_rows
 
 DAY0 = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
@@ -41,15 +50,25 @@ OTHER_CUSTOMER = "CUST-0000002"
 
 
 class Directory:
+    """Recipients' kind and status for the pipeline, and their registered purposes for feeds."""
+
     def __init__(self) -> None:
         self.known = {
             "acme": RecipientInfo("third_party", "active"),
             "rival": RecipientInfo("third_party", "active"),
             "ems-grid": RecipientInfo("ems", "active"),
         }
+        self.registered = {
+            "acme": frozenset({"personalised_service"}),
+            "rival": frozenset({"personalised_service"}),
+            "ems-grid": frozenset({"grid_operations"}),
+        }
 
     def describe(self, session: Session, recipient_id: str) -> RecipientInfo | None:
         return self.known.get(recipient_id)
+
+    def purposes(self, session: Session, recipient_id: str) -> frozenset[str]:
+        return self.registered.get(recipient_id, frozenset())
 
 
 @dataclass
@@ -64,6 +83,7 @@ class Broker:
 
     def consent(self, customer: str = CUSTOMER, recipient: str = "acme",
                 purpose: str = "personalised_service", identified: bool = True) -> str:  # fmt: skip
+        """A consent given at the portal: 15-minute consumption, explicit, 90 days."""
         consents = open_consents(self.rt)
         request = ConsentRequest(
             customer=customer,
@@ -112,3 +132,23 @@ def broker(database: Database, tmp_path: Path) -> Broker:
     _fill(rt, big)
     _fill(rt, small)
     return Broker(rt, clock, fleet, Directory())
+
+
+def set_purposes(rt: Runtime, recipient_id: str, purposes: tuple[str, ...]) -> None:
+    """Change a registered recipient's purposes, as an operator narrowing its registration."""
+    with rt.db.transaction() as session:
+        row = session.get(Recipient, recipient_id)
+        assert row is not None
+        row.purposes = json.dumps(sorted(purposes))
+        session.add(row)
+
+
+@pytest.fixture
+def wired(broker: Broker, tmp_path: Path) -> Iterator[oauth.Broker]:
+    """``broker``'s runtime served as ``broker serve`` serves it (the recipients registry,
+    certificate-bound tokens, the one pipeline); recipients join with ``onboard``."""
+    rt = broker.rt
+    CertificateAuthority.create(rt.settings, SystemClock())
+    settings = OAuthSettings(issuer=oauth.ISSUER, rate_per_s=1000, burst=1000)
+    with running(build(rt, "test", poll_s=3600, oauth=settings)) as port:
+        yield oauth.Broker(rt, f"https://127.0.0.1:{port}", rt.settings.ca_dir / "ca.pem", tmp_path)

@@ -30,7 +30,7 @@ SUBJECT = FeedSpec("personalised_service", ("consumption",), "hourly", "subject"
 
 
 def _service(b: Broker) -> FeedService:
-    return FeedService(b.rt.db, b.pipeline(), b.clock, b.rt.hasher)
+    return FeedService(b.rt.db, b.pipeline(), b.clock, b.rt.hasher, b.directory)
 
 
 def test_R3_4_withdrawal_stops_the_feed_on_the_next_page(broker: Broker) -> None:
