@@ -5,7 +5,8 @@ group of 100 households and later the sum of the same group without one of them,
 intervals, the difference is that household's load profile, exactly. No per-release threshold
 sees this; only the release history does. ``check_differencing`` takes the member sets of the
 release about to be made and the history of earlier releases to the same recipient (an input:
-the broker stores it) and refuses (``DifferencingRefused``) when a member set overlaps an
+the broker stores it; every recipient's, since recipients can pool what they receive) and
+refuses (``DifferencingRefused``) when a member set overlaps an
 earlier one in time and in membership and the two differ by 1 to ``min_difference - 1``
 members (15 by default, as the N rule). Identical sets are allowed: their difference is zero
 and reveals nothing new.
@@ -59,18 +60,19 @@ class PastRelease:
 def check_differencing(
     members: Sequence[MemberSet],
     history: Iterable[PastRelease],
-    recipient: str,
+    recipient: str | None,
     min_difference: int = 15,
 ) -> None:
-    """Refuse when a set of ``members`` overlaps one released earlier to ``recipient`` and the
-    two differ by fewer than ``min_difference`` members (but by at least one)."""
+    """Refuse when a set of ``members`` overlaps one released earlier to ``recipient`` (None:
+    to anyone, as recipients can pool what they receive) and the two differ by fewer than
+    ``min_difference`` members (but by at least one)."""
     if min_difference < 1:
         raise InvalidParameter(f"min_difference must be >= 1, got {min_difference}")
     holding: defaultdict[str, set[int]] = defaultdict(set)
     for i, current in enumerate(members):
         for meter in current.members:
             holding[meter].add(i)
-    history = [release for release in history if release.recipient == recipient]
+    history = [r for r in history if recipient is None or r.recipient == recipient]
     held: defaultdict[frozenset[str], list[MemberSet]] = defaultdict(list)
     for release in history:
         for past in release.sets:
@@ -87,16 +89,19 @@ def check_differencing(
             # per member of this release, not per member of the whole history).
             probe = itertools.islice(past.members, min_difference)
             for i in set().union(*(holding.get(m, ()) for m in probe)) - repeated:
-                _refuse_close(members[i], release.release_id, past, min_difference)
+                _refuse_close(members[i], release, past, min_difference, recipient)
 
 
-def _refuse_close(current: MemberSet, release_id: str, past: MemberSet, least: int) -> None:
+def _refuse_close(
+    current: MemberSet, release: PastRelease, past: MemberSet, least: int, recipient: str | None
+) -> None:
     if not current.overlaps(past):
         return
     differ = len(current.members ^ past.members)
     if 0 < differ < least:
         raise DifferencingRefused(
             f"group {current.group} differs by {differ} member(s) (fewer than {least}) from "
-            f"group {past.group} of release {release_id} to the same recipient over an "
-            "overlapping period: their difference would give back those households' data"
+            f"group {past.group} of release {release.release_id} to "
+            f"{'the same recipient' if recipient else 'a recipient'} over an overlapping period: "
+            "their difference would give back those households' data"
         )

@@ -1,7 +1,8 @@
 """Tables of the privacy side: budget spends (one row per DP release) and pseudonym domains.
 
-A budget spend is never updated or deleted: the accountant for a release is rebuilt from the
-rows of the recipient's rolling window (``deidentify.dp``). A pseudonym domain holds only the
+A budget spend is never updated or deleted. It is charged to a cell, the household-days of one
+substation and day, whoever asked: the accountant for a new draw of that cell's noise is rebuilt
+from every row of the cell (``broker.release.cells``). A pseudonym domain holds only the
 version of its key; the key itself is derived from the pseudonym master key file and never
 stored in the database, beside the data it pseudonymises.
 """
@@ -23,6 +24,9 @@ class PrivacySpend(SQLModel, table=True):
     delta: float = Field(sa_column=Column(Float, nullable=False))
     mechanism: str = Field(sa_column=Column(String(32), nullable=False))
     privacy_unit: str = Field(sa_column=Column(String(32), nullable=False))
+    cell: str | None = Field(default=None, sa_column=Column(String(200), nullable=True, index=True))
+    """The household-days charged: ``<substation>|<day>`` (one ledger for every recipient);
+    None on rows written before cells were charged."""
 
 
 class PseudonymDomain(SQLModel, table=True):

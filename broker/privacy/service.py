@@ -6,10 +6,11 @@ stable for the domain, unrelated across domains, and re-keyed by moving the doma
 version (``rekey``, audited): the old pseudonyms can then no longer be linked to the new ones.
 The database holds only each domain's version.
 
-**Budget ledger.** Each differentially private release appends one ``privacy_spend`` row
-(recipient, release, time, ε, δ, mechanism, privacy unit) and an audit entry; ``window`` reads
-the rows of a recipient's rolling window, from which ``deidentify.dp`` rebuilds the
-accountant for the next release. Rows are never changed, so the budget spent is provable.
+**Budget ledger.** Each new draw of a cell's noise appends one ``privacy_spend`` row (the cell:
+a substation-day's household-days; the recipient whose request drew it, release, time, ε, δ,
+mechanism, privacy unit) and an audit entry; ``of_cells`` reads a cell's rows, whoever asked,
+from which the accountant for the next draw is rebuilt, and ``window`` what one recipient drew.
+Rows are never changed, so the budget spent is provable.
 """
 
 from __future__ import annotations
@@ -115,6 +116,16 @@ class BudgetLedger:
         )
         return [{**dict(row._mapping), "at": from_us(row.at_us)} for row in rows]
 
+    def of_cells(self, session: Session, cells: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every spend charged to each of ``cells``, whoever asked (oldest first)."""
+        found: dict[str, list[dict[str, Any]]] = {cell: [] for cell in cells}
+        rows = session.execute(
+            select(SPENDS).where(SPENDS.c.cell.in_(cells)).order_by(SPENDS.c.at_us)
+        )
+        for row in rows:
+            found[row.cell].append({**dict(row._mapping), "at": from_us(row.at_us)})
+        return found
+
     def record(
         self,
         session: Session,
@@ -126,8 +137,10 @@ class BudgetLedger:
         privacy_unit: str,
         actor: str,
         at: datetime | None = None,
+        cell: str | None = None,
     ) -> str:
-        """Append one spend and its audit entry, in the caller's transaction."""
+        """Append one spend and its audit entry, in the caller's transaction. ``cell``: the
+        household-days charged (``<substation>|<day>``)."""
         spend_id = new_id("sp")
         when = at or self._clock.now()
         session.execute(
@@ -140,6 +153,7 @@ class BudgetLedger:
                 delta=delta,
                 mechanism=mechanism,
                 privacy_unit=privacy_unit,
+                cell=cell,
             )
         )
         self._audit.record(
@@ -155,6 +169,7 @@ class BudgetLedger:
                         "epsilon": str(epsilon),
                         "delta": str(delta),
                         "mechanism": mechanism,
+                        "cell": cell,
                     },
                 )
             ],

@@ -45,6 +45,24 @@ class ReleaseGroup(SQLModel, table=True):
     """JSON list of the members' keyed hashes (``hs1:...``), sorted."""
 
 
+class CanonicalUnit(SQLModel, table=True):
+    """The recorded cells of one substation-day (aggregated: every granularity; dp: one
+    granularity and ε), served unchanged to every recipient who asks (``broker.release.cells``)."""
+
+    __tablename__ = "canonical_unit"
+
+    unit_key: str = Field(sa_column=Column(String(240), primary_key=True))
+    tier: str = Field(sa_column=Column(String(16), nullable=False))
+    parent: str = Field(sa_column=Column(String(120), nullable=False))
+    day: int = Field(sa_column=Column(Integer, nullable=False))
+    cells_json: str = Field(sa_column=Column(Text, nullable=False))
+    members_json: str = Field(sa_column=Column(Text, nullable=False))
+    """JSON list of [label, [keyed hashes]]: who is in each released label over the day."""
+    release_id: str = Field(sa_column=Column(String(40), nullable=False))
+    """The release that first computed the unit."""
+    created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class Feed(SQLModel, table=True):
     __tablename__ = "feed"
 

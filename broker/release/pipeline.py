@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 import pandas as pd
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
@@ -38,20 +37,22 @@ from broker.consent.service import ConsentService
 from broker.consent.wiring import open_consents
 from broker.errors import Forbidden
 from broker.kit.canonical import canonical_text
-from broker.kit.clock import Clock, from_us, to_us
+from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher, new_id
 from broker.policy.decision import Decision, Facts, ReleaseRequest
 from broker.policy.facts import covering_consents
 from broker.policy.service import LiveDecisionPoint
 from broker.privacy.service import BudgetLedger, PseudonymKeys, load_pseudonym_master
 from broker.recipients.models import Recipient
+from broker.release.cells import CanonicalCells, CellRequest, CellSpend
 from broker.release.models import ReleaseGroup, ReleaseRecord
-from broker.release.repository import ReadingsRepository
+from broker.release.repository import AGGREGATE_TIERS, ReadingsRepository
 from broker.runtime import Runtime
 from broker.storage.db import Database
-from deidentify.aggregate import MemberSet, PastRelease
+from deidentify.aggregate import MemberSet, Rules
+from deidentify.budget_ad import PRIVACY_UNIT
 from deidentify.dp import BudgetRules, BudgetSpend
-from deidentify.errors import DeidentifyError
+from deidentify.errors import DeidentifyError, InvalidParameter
 from deidentify.frames import CUSTOMER, METER
 from deidentify.generalise import DEFAULT_K
 from deidentify.manifest import ReleaseManifest
@@ -78,6 +79,16 @@ class ReleaseRefused(Forbidden):
     def __init__(self, decision: Decision, why: str) -> None:
         super().__init__(f"release refused under decision {decision.decision_id}: {why}")
         self.decision_id = decision.decision_id
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a release hands out, before it is recorded."""
+
+    frame: pd.DataFrame
+    manifest: ReleaseManifest
+    members: tuple[MemberSet, ...] = ()
+    spends: tuple[CellSpend, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,10 @@ class ReleasePipeline:
         self.clock = clock
         self.hasher = hasher
         self.config = config or ReleaseConfig()
+        rules = Rules.of(15, 0.15, 100, self.config.residential)
+        self.cells = CanonicalCells(
+            repository, budget, rules, self.config.budget, self.config.peak_kw
+        )
 
     def request_for(
         self,
@@ -220,49 +235,48 @@ class ReleasePipeline:
             self._refused(session, request, decision, actor, subject, "denied")
             raise ReleaseDenied(decision)
         assert decision.tier is not None and decision.granularity is not None
-        if request.subject is not None:
-            readings, households = self.repository.household(
-                session, decision, request.subject, request.period_from, request.period_to
-            )
-        else:
-            readings, households = self.repository.aggregate(
-                session, decision, options.groups, request.period_from, request.period_to
-            )
-        params = self._params(session, request, decision, options, at)
+        release_id = new_id("rl")
         try:
-            made = transform(decision.tier, readings, households, params)
+            made = self._made(session, request, decision, options, release_id, at)
         except DeidentifyError as exc:
             self._refused(session, request, decision, actor, subject, str(exc))
             raise ReleaseRefused(decision, str(exc)) from exc
-        return self._record(session, request, decision, options, made, at, actor, subject)
+        return self._record(
+            session, request, decision, options, made, at, actor, subject, release_id
+        )
 
-    def _params(
-        self,
-        session: Session,
-        request: ReleaseRequest,
-        decision: Decision,
-        options: ReleaseOptions,
-        at: datetime,
-    ) -> TierParams:
+    def _made(
+        self, session: Session, request: ReleaseRequest, decision: Decision,
+        options: ReleaseOptions, release_id: str, at: datetime,
+    ) -> Made:  # fmt: skip
+        """The release's frame: aggregates from the canonical cells, a household's data through
+        its tier's transform."""
+        assert decision.tier is not None and decision.granularity is not None
+        if decision.tier in AGGREGATE_TIERS:
+            if request.subject is not None:
+                raise InvalidParameter(f"a {decision.tier} release covers groups, not a customer")
+            cells = CellRequest(
+                decision.tier, GRANULARITY_S[decision.granularity], options.groups,
+                request.period_from, request.period_to, options.epsilon, options.delta,
+            )  # fmt: skip
+            served = self.cells.serve(session, decision, cells, release_id, at)
+            return Made(served.frame, served.manifest, served.members, served.spends)
+        if request.subject is None:
+            raise InvalidParameter(f"a {decision.tier} release is one customer's data")
+        readings, households = self.repository.household(
+            session, decision, request.subject, request.period_from, request.period_to
+        )
+        params = self._params(session, request, decision)
+        done = transform(decision.tier, readings, households, params)
+        return Made(done.frame, done.manifest)
+
+    def _params(self, session: Session, request: ReleaseRequest, decision: Decision) -> TierParams:
         assert decision.tier is not None and decision.granularity is not None
         key: PseudonymKey | None = None
-        history: tuple[PastRelease, ...] = ()
-        ledger: tuple[BudgetSpend, ...] = ()
-        recipient = request.recipient_id
-        if decision.tier == "pseudonymised":
-            dk = self.pseudonyms.key_for(session, recipient)
-            key = PseudonymKey(dk.domain, dk.key, dk.version)
-        elif decision.tier == "aggregated":
-            history = self._history(session, recipient, request.period_from, request.period_to)
-        elif decision.tier == "dp":
-            days = max(1, self.config.budget.window.days)
-            ledger = tuple(
-                BudgetSpend(recipient, r["at"], r["epsilon"], r["delta"], r["mechanism"],
-                            r["privacy_unit"])
-                for r in self.budget.window(session, recipient, days)
-            )  # fmt: skip
         fields_drop: tuple[str, ...] = decision.fields_drop
         if decision.tier == "pseudonymised":
+            dk = self.pseudonyms.key_for(session, request.recipient_id)
+            key = PseudonymKey(dk.domain, dk.key, dk.version)
             # the catalogue lists the identifiers among the fields to drop because the tier's
             # obligation replaces them by the recipient domain's pseudonyms: keep the pseudonyms
             fields_drop = tuple(f for f in fields_drop if f not in (METER, CUSTOMER))
@@ -271,39 +285,8 @@ class ReleasePipeline:
             fields_drop=fields_drop,
             pseudonym_key=key,
             k=self.config.k,
-            recipient=recipient,
-            residential=self.config.residential,
-            history=history,
-            at=at,
-            ledger=ledger,
-            interval_wh=self.config.peak_kw * GRANULARITY_S[decision.granularity] / 3.6,
-            epsilon=options.epsilon,
-            delta=options.delta,
-            budget=self.config.budget,
+            recipient=request.recipient_id,
         )
-
-    def _history(
-        self, session: Session, recipient: str, period_from: datetime, period_to: datetime
-    ) -> tuple[PastRelease, ...]:
-        """Earlier member sets to ``recipient`` overlapping the period (keyed hashes)."""
-        rows = session.execute(
-            select(GROUPS).where(
-                GROUPS.c.recipient == recipient,
-                GROUPS.c.end_us > to_us(period_from),
-                GROUPS.c.start_us < to_us(period_to),
-            )
-        )
-        sets: defaultdict[str, list[MemberSet]] = defaultdict(list)
-        for row in rows:
-            sets[row.release_id].append(
-                MemberSet(
-                    row.group_name,
-                    pd.Timestamp(from_us(row.start_us)),
-                    pd.Timestamp(from_us(row.end_us)),
-                    frozenset(json.loads(row.members_json)),
-                )
-            )
-        return tuple(PastRelease(rid, recipient, tuple(s)) for rid, s in sorted(sets.items()))
 
     def _refused(
         self,
@@ -330,13 +313,13 @@ class ReleasePipeline:
         request: ReleaseRequest,
         decision: Decision,
         options: ReleaseOptions,
-        made: Any,
+        made: Made,
         at: datetime,
         actor: str,
         subject: str | None,
+        release_id: str,
     ) -> ReleaseResult:
         assert decision.tier is not None and decision.granularity is not None
-        release_id = new_id("rl")
         text = manifest_text(made.manifest)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         rows = len(made.frame)
@@ -356,7 +339,7 @@ class ReleasePipeline:
                 at_us=to_us(at),
             )
         )
-        members: tuple[MemberSet, ...] = made.members
+        members = made.members
         if members:
             session.execute(
                 insert(GROUPS),
@@ -373,14 +356,18 @@ class ReleasePipeline:
                     for i, m in enumerate(members)
                 ],
             )
-        spend: BudgetSpend | None = made.spend
-        budget: dict[str, str] | None = None
-        if spend is not None:
+        spend: BudgetSpend | None = None
+        budget: dict[str, Any] | None = None
+        for cell in made.spends:
             self.budget.record(
-                session, spend.recipient, release_id, spend.epsilon, spend.delta,
-                spend.mechanism, spend.privacy_unit, actor, at=spend.at,
+                session, request.recipient_id, release_id, cell.epsilon, cell.delta,
+                cell.mechanism, PRIVACY_UNIT, actor, at=at, cell=cell.cell,
             )  # fmt: skip
-            budget = {"epsilon": str(spend.epsilon), "delta": str(spend.delta)}
+            spend = BudgetSpend(cell.cell, at, cell.epsilon, cell.delta, cell.mechanism)
+        if made.spends:
+            cells = [cell.cell for cell in made.spends]
+            budget = {"epsilon": str(made.spends[0].epsilon), "delta": str(made.spends[0].delta),
+                      "cells": cells}  # fmt: skip
         details: dict[str, Any] = {
             "release_id": release_id,
             "recipient": request.recipient_id,

@@ -107,6 +107,42 @@ class ReadingsRepository:
         meters = list(session.exec(query.order_by(col(Meter.meter_id))))
         return self._frames(session, meters, period_from, period_to, hashed=True, skip=True)
 
+    def parents_of(self, session: Session, feeders: Sequence[str]) -> dict[str, str]:
+        """The substation of each of ``feeders``; a feeder with no meter is refused."""
+        rows = session.exec(
+            select(Meter.feeder, Meter.postcode).where(col(Meter.feeder).in_(sorted(set(feeders))))
+        )
+        found = {feeder: substation_of(postcode) for feeder, postcode in rows}
+        unknown = sorted(set(feeders) - set(found))
+        if unknown:
+            raise NotAllowed(f"no meter lies on feeder(s) {', '.join(unknown[:5])}")
+        return found
+
+    def units(
+        self,
+        session: Session,
+        decision: Decision,
+        parents: Sequence[str],
+        period_from: datetime,
+        period_to: datetime,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(readings, households) of every meter under the substations ``parents``, meter ids as
+        keyed hashes, for canonical cells (which depend on all of a substation's households),
+        after a decision that allowed an aggregated or dp release."""
+        tier = _require_allowed(decision)
+        if tier not in AGGREGATE_TIERS:
+            raise NotAllowed(f"group readings are read only for aggregates, not the {tier} tier")
+        wanted = set(parents)
+        pairs = session.exec(select(Meter.feeder, Meter.postcode).distinct())
+        feeders = sorted({f for f, postcode in pairs if substation_of(postcode) in wanted})
+        query = select(Meter).where(col(Meter.feeder).in_(feeders))
+        meters = [
+            m
+            for m in session.exec(query.order_by(col(Meter.meter_id)))
+            if substation_of(m.postcode) in wanted
+        ]
+        return self._frames(session, meters, period_from, period_to, hashed=True, skip=True)
+
     def _frames(
         self,
         session: Session,
