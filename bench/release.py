@@ -13,11 +13,12 @@ an aggregate, which the policy puts in the aggregated tier or above and which
 ``ReadingsRepository.aggregate`` serves for the aggregated and dp tiers only. There is no single
 release of pseudonymised data for 10 k meters. What is measured is the realistic path: a
 demand-response aggregator (a third party; purpose ``demand_response``, whose default tier is
-``pseudonymised``; 15-minute data, so the consents are explicit; not identified) holds the
-consent of each of N customers (one meter each) and one subject feed per customer for one day,
-and pulls that day from every feed: N ``GET /v1/feeds/{id}/data`` requests, each a pipeline run
-(decision recorded, readings opened, meter and customer pseudonymised under the recipient's key,
-release row, ``release.made`` audit entry) answered as JSON.
+``pseudonymised``; 15-minute data, so the consents are explicit; identified, as the policy
+addresses no customer by id on a consent to pseudonymous data) holds the consent of each of N
+customers (one meter each) and one subject feed per customer for one day, and pulls that day
+from every feed: N ``GET /v1/feeds/{id}/data`` requests, each a pipeline run (decision
+recorded, readings opened, meter and customer pseudonymised under the recipient's key, release
+row, ``release.made`` audit entry) answered as JSON.
 
 Set-up (not timed): a fresh data directory and database, the shipped policy, N simulated meters
 provisioned and one day of their 15-minute profiles ingested as DLMS frames (the real MDMS
@@ -211,7 +212,7 @@ def _consents(rt: Runtime, customers: Sequence[str], progress: Progress) -> None
                     granularity=GRANULARITY, expires_at=expires,
                     notice_hash=notice_hash(b"bench notice"),
                     collection_method="oauth_consent_page", controller="utility.example",
-                    history_days=30, identified=False, explicit=True,
+                    history_days=30, identified=True, explicit=True,
                 )
             )
             for c in chunk

@@ -94,7 +94,12 @@ def give(
         int, typer.Option(help="How many days before today released data may reach back.")
     ] = 0,
     identified: Annotated[
-        bool, typer.Option("--identified/--pseudonymous", help="May the data name the customer?")
+        bool,
+        typer.Option(
+            "--identified/--pseudonymous",
+            help="May the data name the customer? A feed naming the customer needs --identified; "
+            "a pseudonymous customer is served in population releases only.",
+        ),
     ] = False,
     explicit: Annotated[
         bool, typer.Option("--explicit", help="Given by an explicit opt-in action.")

@@ -385,6 +385,8 @@ def _check_purpose(
         bad("retention_days must be a positive integer")
     if not isinstance(purpose.get("explicit_consent"), bool):
         bad("explicit_consent must be true or false")
+    if not isinstance(purpose.get("aggregate_release", False), bool):
+        bad("aggregate_release (aggregates lawful without consent) must be true or false")
     if purpose.get("legal_basis") == "legal_obligation" and purpose.get("default_tier") in (
         "raw",
         "pseudonymised",

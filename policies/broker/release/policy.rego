@@ -20,6 +20,8 @@
 #     personal_data_to_operator: the grid operator receives no household data (R4.4)
 #     no_covering_consent: no active consent of the customer covers this request (R3.4)
 #     explicit_consent_required: a consent covers it, but this purpose or granularity needs explicit opt-in
+#     pseudonymous_consent_only: the customer consented to pseudonymous data only; such customers are served only in population releases, never addressed by customer id (C3.3)
+#     no_aggregate_basis: this purpose allows no aggregate release without consent (the catalogue does not mark it aggregate_release)
 #     no_contract: the purpose rests on a contract this recipient does not hold with the customer
 #     legal_basis_unknown: the purpose names a legal basis the policy does not know
 #     consent: released under the customer's consent
@@ -53,6 +55,7 @@ allowed := d if {
 	input.recipient.status == "active"
 	is_string(input.recipient.id)
 	input.recipient.kind in purpose.recipient_kinds
+	purpose.legal_basis in {"consent", "legal_obligation", "contract"}
 	tier_known(r)
 	r.from_s < r.to_s
 	is_number(input.now_s)
@@ -77,15 +80,17 @@ allowed := d if {
 }
 
 # The legal basis for this release: the first that holds, consent first (the common case).
-basis(purpose, r, g) := {"code": "consent", "consent_ids": ids, "obligations": [{"kind": "delete_on_withdrawal", "consent_ids": ids}], "identified": identified} if {
+# A subject release addresses the customer by id, so it rests only on consents to identified
+# data: a pseudonymous consent would let the recipient tie the customer id to the pseudonym it
+# follows (C3.3); those customers are served in population releases only.
+basis(purpose, r, g) := {"code": "consent", "consent_ids": ids, "obligations": [{"kind": "delete_on_withdrawal", "consent_ids": ids}], "identified": true} if {
 	r.scope == "subject"
 	input.recipient.kind != "ems"
 	purpose.legal_basis == "consent"
 	explicit := needs_explicit_b(purpose, g)
-	cs := [c | some c in input.consents; covers(c, r, g); explicit_enough(c, explicit)]
+	cs := [c | some c in input.consents; c.identified == true; covers(c, r, g); explicit_enough(c, explicit)]
 	count(cs) > 0
 	ids := sort([c.consent_id | some c in cs])
-	identified := count([1 | some c in cs; c.identified == true]) > 0
 } else := {"code": "contract", "consent_ids": [], "obligations": [], "identified": true} if {
 	r.scope == "subject"
 	input.recipient.kind != "ems"
@@ -97,6 +102,7 @@ basis(purpose, r, g) := {"code": "consent", "consent_ids": ids, "obligations": [
 	purpose.legal_basis == "legal_obligation"
 } else := {"code": "aggregate_only", "consent_ids": [], "obligations": [], "identified": false} if {
 	r.scope == "aggregate"
+	purpose.aggregate_release == true
 }
 
 needs_explicit(purpose, _) if purpose.explicit_consent == true
@@ -231,10 +237,34 @@ deny contains "explicit_consent_required" if {
 	not covered(true)
 }
 
+# C3.3: consents that cover it (explicit enough) are all pseudonymous.
+deny contains "pseudonymous_consent_only" if {
+	req.scope == "subject"
+	purpose.legal_basis == "consent"
+	explicit := needs_explicit_b(purpose, gran_s)
+	covered(explicit)
+	not covered_identified(explicit)
+}
+
 covered(explicit) if {
 	some c in input.consents
 	covers(c, req, gran_s)
 	explicit_enough(c, explicit)
+}
+
+covered_identified(explicit) if {
+	some c in input.consents
+	c.identified == true
+	covers(c, req, gran_s)
+	explicit_enough(c, explicit)
+}
+
+# Aggregates leave without consent only for purposes the catalogue marks aggregate_release (or
+# that rest on a legal obligation): never, say, for a consent-based single-customer service.
+deny contains "no_aggregate_basis" if {
+	req.scope == "aggregate"
+	purpose.legal_basis in {"consent", "contract"}
+	not purpose.aggregate_release == true
 }
 
 deny contains "no_contract" if {

@@ -152,8 +152,27 @@ test_other_recipients_consent_does_not_count if {
 	codes(d) == {"no_covering_consent"}
 }
 
-test_pseudonymous_consent_gives_pseudonymised_tier if {
+test_pseudonymous_consent_alone_never_addresses_the_customer if {
 	d := decide(with_consent("identified", false))
+	d.allow == false
+	codes(d) == {"pseudonymous_consent_only"}
+}
+
+test_an_identified_consent_beside_a_pseudonymous_one_is_the_basis if {
+	pseudonymous := object.union(consent, {"consent_id": "cn_p", "identified": false})
+	d := decide(object.union(base, {"consents": [pseudonymous, consent]}))
+	d.allow == true
+	d.consent_ids == ["cn_a"]
+}
+
+test_pseudonymous_explicit_consent_does_not_lend_an_identified_one_its_opt_in if {
+	pseudonymous := object.union(consent, {"consent_id": "cn_p", "identified": false})
+	identified := object.union(consent, {"explicit": false})
+	codes(decide(object.union(base, {"consents": [pseudonymous, identified]}))) == {"pseudonymous_consent_only"}
+}
+
+test_identified_consent_with_a_stricter_tier_gives_pseudonyms if {
+	d := decide(with_request("tier", "pseudonymised"))
 	d.allow == true
 	d.tier == "pseudonymised"
 	"customer_ref" in d.fields_drop
@@ -200,15 +219,31 @@ test_ems_gets_aggregates_for_grid_operations if {
 test_ems_may_not_ask_for_other_purposes if {
 	ems := {"id": "ems_grid", "kind": "ems", "status": "active"}
 	inp := object.union(base, {"recipient": ems, "request": object.union(base.request, {"scope": "aggregate"})})
-	codes(decide(inp)) == {"recipient_kind_not_allowed"}
+	codes(decide(inp)) == {"recipient_kind_not_allowed", "no_aggregate_basis"}
 }
 
-test_third_party_without_consent_gets_aggregates_only if {
+test_no_aggregate_of_a_consent_based_service_without_consent if {
 	inp := object.union(base, {"consents": [], "request": object.union(base.request, {"scope": "aggregate"})})
+	d := decide(inp)
+	d.allow == false
+	codes(d) == {"no_aggregate_basis"}
+}
+
+test_third_party_without_consent_gets_research_aggregates_only if {
+	inp := object.union(base, {
+		"purpose": "energy_efficiency_research",
+		"consents": [],
+		"request": object.union(base.request, {"scope": "aggregate", "granularity": "daily"}),
+	})
 	d := decide(inp)
 	d.allow == true
 	d.tier == "aggregated"
 	codes(d) == {"aggregate_only"}
+}
+
+test_only_research_and_grid_operations_release_aggregates_without_consent if {
+	marked := {name | some name, p in data.broker.catalogue.purposes; p.aggregate_release == true}
+	marked == {"energy_efficiency_research", "grid_operations"}
 }
 
 test_research_is_generalised_and_daily if {
@@ -237,6 +272,8 @@ test_billing_needs_the_contract if {
 	d.allow == true
 	d.tier == "raw"
 	codes(d) == {"contract"}
+	aggregate := object.union(inp, {"request": object.union(inp.request, {"scope": "aggregate"})})
+	codes(decide(aggregate)) == {"no_aggregate_basis"}
 }
 
 test_denial_always_has_a_reason if {
@@ -256,4 +293,8 @@ test_purpose_with_an_unknown_legal_basis_denies if {
 	d := release.decision with input as base with data.broker.catalogue.purposes.personalised_service as odd
 	d.allow == false
 	"legal_basis_unknown" in codes(d)
+	odd_aggregate := object.union(odd, {"aggregate_release": true})
+	inp := object.union(base, {"request": object.union(base.request, {"scope": "aggregate"})})
+	a := release.decision with input as inp with data.broker.catalogue.purposes.personalised_service as odd_aggregate
+	codes(a) == {"legal_basis_unknown"}
 }

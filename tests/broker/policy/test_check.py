@@ -116,6 +116,16 @@ def test_catalogue_grid_operations_must_stay_aggregated(bundle_copy: Path) -> No
     assert "aggregates only (R4.4)" in kinds(bundle_copy)["catalogue"][0]
 
 
+def test_catalogue_aggregate_release_is_a_yes_or_no(bundle_copy: Path) -> None:
+    catalogue = json.loads((bundle_copy / CATALOGUE).read_text())
+    catalogue["purposes"]["marketing"]["aggregate_release"] = "if asked nicely"
+    (bundle_copy / CATALOGUE).write_text(json.dumps(catalogue))
+    assert kinds(bundle_copy)["catalogue"] == [
+        "purpose marketing: aggregate_release (aggregates lawful without consent) must be true "
+        "or false"
+    ]
+
+
 def test_catalogue_tiers_cannot_be_invented(bundle_copy: Path) -> None:
     catalogue = json.loads((bundle_copy / CATALOGUE).read_text())
     catalogue["tiers"]["cleartext"] = {"rank": 5, "fields_drop": [], "obligations": []}

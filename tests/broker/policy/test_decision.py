@@ -94,6 +94,13 @@ def test_consented_request_is_allowed(point: DecisionPoint) -> None:
         (request(recipient_kind="ems"), [consent()], "personal_data_to_operator"),
         (request(), [consent(explicit=False)], "explicit_consent_required"),
         (request(tier="secret"), [consent()], "unknown_tier"),
+        (request(), [consent(identified=False)], "pseudonymous_consent_only"),
+        (request(subject=None), [], "no_aggregate_basis"),
+        (
+            request(subject=None, recipient_kind="supplier", purpose="billing"),
+            [],
+            "no_aggregate_basis",
+        ),
     ],
     ids=[
         "no consent",
@@ -111,6 +118,9 @@ def test_consented_request_is_allowed(point: DecisionPoint) -> None:
         "operator asks for a household (R4.4)",
         "sub-daily without explicit opt-in",
         "unknown tier",
+        "pseudonymous consent, customer named (C3.3)",
+        "aggregate of a consent-based service without consent",
+        "aggregate of a contract-based service",
     ],
 )
 def test_every_missing_piece_of_scope_denies(
@@ -344,6 +354,8 @@ def test_generated_inputs_reach_both_outcomes(shipped: Bundle) -> None:
         "no_covering_consent",
         "explicit_consent_required",
         "personal_data_to_operator",
+        "pseudonymous_consent_only",
+        "no_aggregate_basis",
     } <= codes
 
 

@@ -126,8 +126,19 @@ def test_R3_4_consented_household_release_is_raw_with_one_audit_entry(broker: Br
     assert row.decision_id == result.decision.decision_id and row.rows == 48
 
 
-def test_R3_5_pseudonymous_consent_releases_pseudonyms_only(broker: Broker) -> None:
+def test_C3_3_a_pseudonymous_consent_is_never_released_under_the_customer_id(
+    broker: Broker,
+) -> None:
+    """A subject release names the customer: resting on a consent to pseudonymous data only,
+    it would tell the recipient which pseudonym is theirs."""
     broker.consent(purpose="demand_response", identified=False)
+    with pytest.raises(ReleaseDenied) as denied:
+        _household(broker, broker.pipeline(), purpose="demand_response")
+    assert [r.code for r in denied.value.reasons] == ["pseudonymous_consent_only"]
+
+
+def test_R3_5_a_pseudonymised_purpose_releases_pseudonyms_only(broker: Broker) -> None:
+    broker.consent(purpose="demand_response")
     result = _household(broker, broker.pipeline(), purpose="demand_response")
     assert result.tier == "pseudonymised"
     meter = broker.fleet.meters[0].system_title.hex().upper()
