@@ -82,8 +82,8 @@ def accountant(
     except BudgetError as exc:
         total = sum(e for e, _ in spent)
         raise BudgetExceeded(
-            f"{recipient} has spent ε = {total:g} in the last {rules.window.days} days, above the "
-            f"cap of {rules.epsilon_cap:g}"
+            f"{recipient} has spent ε = {_figure(total)} in the last {rules.window.days} days, "
+            f"at or above the cap of {_figure(rules.epsilon_cap)}"
         ) from exc
     except (ValueError, TypeError) as exc:
         raise InvalidData(f"the budget ledger or cap is invalid: {exc}") from exc
@@ -96,10 +96,18 @@ def charge(accountant: BudgetAccountant, calibration: Calibration, recipient: st
             accountant.check(calibration.epsilon, calibration.delta)
     except BudgetError as exc:
         epsilon, delta = accountant.remaining()
+        asked = f"ε = {_figure(calibration.epsilon)}, δ = {_figure(calibration.delta)}"
+        left = f"ε = {_figure(epsilon, accountant.epsilon)}, δ = {_figure(delta, accountant.delta)}"
         raise BudgetExceeded(
-            f"a release at ε = {calibration.epsilon:g}, δ = {calibration.delta:g} would exceed "
-            f"{recipient}'s budget: ε = {epsilon:g}, δ = {delta:g} left in the window"
+            f"a release at {asked} would exceed {recipient}'s budget: {left} left in the window"
         ) from exc
+
+
+def _figure(value: float, cap: float = 0.0) -> str:
+    """A budget figure as a person reads it: four significant digits at most, and what is left
+    of ``cap`` after spends that use it up to float residue (5.55e-17 of 0.5) is 0."""
+    residue = 1e-9 * cap if math.isfinite(cap) else 0.0
+    return "0" if abs(value) <= residue else f"{value:.4g}"
 
 
 def _in(row: BudgetSpend, since: datetime) -> bool:
