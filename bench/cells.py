@@ -34,10 +34,11 @@ from rich.progress import Progress
 from bench.common import database
 from bench.release import _settings
 from broker.kit.clock import SystemClock
+from broker.policy.decision import Decision, Facts, ReleaseRequest
 from broker.policy.service import activate_shipped_if_none
 from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration
-from broker.release.pipeline import ReleaseOptions, open_pipeline
+from broker.release.pipeline import ReleaseOptions, ReleasePipeline, open_pipeline
 from broker.runtime import Runtime, init_keys, prepare_data_dir
 from connectors.meters.simulator import Fleet
 from deidentify.aggregate import Rules, aggregate
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 pipeline.run(rt.db, request, ReleaseOptions(groups=feeders))
                 times[label].append(time.perf_counter() - began)
             with rt.db.transaction() as session:
-                allowed = _allowed(pipeline, session, request)
+                allowed = _allowed(pipeline, request)
                 parents = sorted(set(pipeline.repository.parents_of(session, feeders).values()))
                 readings, households = pipeline.repository.units(
                     session, allowed, parents, start, start + timedelta(days=1)
@@ -119,10 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _allowed(pipeline: Any, session: Any, request: Any) -> Any:
+def _allowed(pipeline: ReleasePipeline, request: ReleaseRequest) -> Decision:
     """An allowing decision for the in-process read (the repository takes one)."""
-    from broker.policy.decision import Facts
-
     return pipeline.decisions.decide(Facts(request, (), pipeline.clock.now()))
 
 
