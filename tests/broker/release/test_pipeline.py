@@ -39,12 +39,13 @@ def _household(b: Broker, p: ReleasePipeline, recipient: str = "acme", purpose: 
 
 
 def _aggregate(b: Broker, p: ReleasePipeline, tier: str | None = None, epsilon: float = 1.0,
-               day: int = 0, groups: tuple[str, ...] = ("F-001", "F-002")) -> Any:  # fmt: skip
+               day: int = 0, groups: tuple[str, ...] = ("F-001", "F-002"),
+               granularity: str = "hourly") -> Any:  # fmt: skip
     start = DAY0 + dt.timedelta(days=day)
     with b.rt.db.transaction() as session:
         end = start + dt.timedelta(days=1)
         request = p.request_for(session, "ems-grid", "grid_operations", ("consumption",),
-                                "hourly", start, end, tier=tier)  # fmt: skip
+                                granularity, start, end, tier=tier)  # fmt: skip
     return p.run(b.rt.db, request, ReleaseOptions(groups=groups, epsilon=epsilon))
 
 
@@ -166,7 +167,7 @@ def test_R4_4_ems_aggregate_has_no_meter_id_pseudonym_or_small_group(broker: Bro
     assert not any(i in s for s in members for i in ids)
 
 
-def test_R4_4_differencing_history_is_kept_per_recipient(broker: Broker) -> None:
+def test_R4_4_the_same_cells_are_served_again(broker: Broker) -> None:
     pipeline = broker.pipeline()
     _aggregate(broker, pipeline, groups=("F-001",))
     again = _aggregate(
@@ -188,21 +189,35 @@ def test_R4_4_the_same_aggregate_release_can_be_asked_for_again(broker: Broker) 
     assert first.rows == again.rows > 0
 
 
-def test_C3_3_dp_tier_spends_budget_and_is_refused_beyond_the_cap(broker: Broker) -> None:
+def test_C3_3_dp_budget_is_charged_to_the_household_days_once_whoever_asks(
+    broker: Broker,
+) -> None:
+    """ε is charged to the cell (a substation-day's household-days) in one ledger: the recorded
+    noisy values are served again at no cost, to anyone; a new draw of the same day is charged
+    to the same cell and refused beyond the cap, before any noise, while another day's cell is
+    untouched. The cap survives a restart (a new pipeline on the same database)."""
     pipeline = broker.pipeline(BudgetRules(epsilon_cap=2.0))
     first = _aggregate(broker, pipeline, tier="dp", epsilon=1.0)
     assert first.tier == "dp" and first.spend is not None and first.spend.epsilon == 1.0
-    assert first.manifest.epsilon == 1.0
+    assert first.manifest.epsilon == 1.0 and first.manifest.budget_left == 1.0
+    again = _aggregate(broker, broker.pipeline(BudgetRules(epsilon_cap=2.0)), tier="dp")
+    assert again.spend is None and again.frame["energy_wh"].equals(first.frame["energy_wh"])
+    _aggregate(broker, pipeline, tier="dp", epsilon=0.5)  # another draw of day 0: 1.5 spent
+    with pytest.raises(ReleaseRefused, match=r"ε = 0\.5 of 2 left"):
+        _aggregate(broker, pipeline, tier="dp", epsilon=1.0, granularity="daily")
     _aggregate(broker, pipeline, tier="dp", epsilon=1.0, day=1)
-    with pytest.raises(ReleaseRefused):
-        _aggregate(broker, pipeline, tier="dp", epsilon=1.0)
     with broker.rt.db.transaction() as session:
-        spent = session.execute(text("SELECT epsilon FROM privacy_spend")).scalars().all()
+        spent = session.execute(text("SELECT cell, epsilon FROM privacy_spend")).all()
         made = session.execute(select(RELEASES.c.tier)).scalars().all()
-    assert sorted(spent) == [1.0, 1.0]
-    assert made == ["dp", "dp"]
+    day0 = int(DAY0.timestamp()) // 86_400
+    assert sorted((c.split("|")[1], e) for c, e in spent) == [
+        (str(day0), 0.5), (str(day0), 1.0), (str(day0 + 1), 1.0)
+    ]  # fmt: skip
+    assert made == ["dp"] * 4
     made_entries = [_details(e) for e in _entries(broker, "release.made")]
-    assert [d["budget_spent"]["epsilon"] for d in made_entries] == ["1.0", "1.0"]
+    assert [(d["budget_spent"] or {}).get("epsilon") for d in made_entries] == [
+        "1.0", None, "0.5", "1.0"
+    ]  # fmt: skip
 
 
 def test_a_failure_releases_nothing(broker: Broker) -> None:
