@@ -84,11 +84,17 @@ def report(
 def rekey(
     domain: Annotated[str, typer.Option(help="The recipient's pseudonym domain.")],
 ) -> None:
-    """Give a recipient's domain a new pseudonym key: new pseudonyms cannot be linked to old."""
+    """Give a recipient's domain a new pseudonym key. The identifiers change, but each
+    household's load profile stays a fingerprint: habits link many new pseudonyms to the old
+    ones (`broker privacy report` measures the rate)."""
     with runtime() as rt, rt.db.transaction() as session:
         keys = PseudonymKeys(load_pseudonym_master(rt.settings), rt.audit, rt.clock)
         key = keys.rekey(session, domain, actor())
-    console.print(f"domain {domain} now at pseudonym key version {key.version}")
+    console.print(f"domain {domain} now at pseudonym key version {key.version}.")
+    console.print(
+        "New identifiers only: the data's habits still link many households to their old "
+        "pseudonyms (broker privacy report measures the rate); it stays personal data."
+    )
 
 
 @app.command("budget")
@@ -97,7 +103,9 @@ def budget(
     days: Annotated[int, typer.Option(min=1, max=366, help="Rolling window in days.")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The privacy budget a recipient spent in the rolling window."""
+    """The ε a recipient's requests drew in the window. The cap is kept per cell (the
+    household-days of a substation and day), whoever draws on it; recorded noisy values are
+    served again at no cost."""
     with runtime() as rt, rt.db.transaction() as session:
         rows = BudgetLedger(rt.audit, rt.clock).window(session, recipient, days)
     spent = sum(row["epsilon"] for row in rows)
@@ -106,4 +114,4 @@ def budget(
             {"recipient": recipient, "days": days, "epsilon_spent": spent, "releases": len(rows)}
         )
         return
-    console.print(f"{recipient}: ε {spent:g} spent in {len(rows)} releases over {days} days")
+    console.print(f"{recipient}: ε {spent:g} drawn in {len(rows)} new draws over {days} days")

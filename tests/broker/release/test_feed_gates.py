@@ -1,5 +1,5 @@
 """What a recipient may ask a feed for, through the real HTTPS server with client certificates and
-certificate-bound tokens, on real MDMS readings (X.1332 R3.4, R3.5, C3.3, C4.3):
+certificate-bound tokens, on real MDMS readings (X.1332 R3.4, R3.5, C3.3):
 
 - only a purpose it is registered for, refused before any policy decision is made or recorded,
   at subscription and again at every page (a registration narrowed later stops the feed);
@@ -91,7 +91,7 @@ def test_R3_5_a_feed_whose_purpose_leaves_the_registration_stops_at_the_next_pag
     assert "is stopped" in error_of(again, 409, "FeedStopped")
 
 
-def test_R3_4_C4_3_aggregates_without_consent_only_for_purposes_that_allow_them(
+def test_R3_4_R3_5_aggregates_without_consent_only_for_purposes_that_allow_them(
     broker: Broker, wired: oauth.Broker
 ) -> None:
     """An aggregate of a consent-based single-customer service is not released to a third
