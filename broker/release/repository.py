@@ -108,14 +108,15 @@ class ReadingsRepository:
         return self._frames(session, meters, period_from, period_to, hashed=True, skip=True)
 
     def parents_of(self, session: Session, feeders: Sequence[str]) -> dict[str, str]:
-        """The substation of each of ``feeders``; a feeder with no meter is refused."""
+        """The substation of each of ``feeders`` that has meters (a feeder without meters has
+        no cells); refused when none has."""
         rows = session.exec(
             select(Meter.feeder, Meter.postcode).where(col(Meter.feeder).in_(sorted(set(feeders))))
         )
         found = {feeder: substation_of(postcode) for feeder, postcode in rows}
-        unknown = sorted(set(feeders) - set(found))
-        if unknown:
-            raise NotAllowed(f"no meter lies on feeder(s) {', '.join(unknown[:5])}")
+        if not found:
+            named = ", ".join(sorted(set(feeders))[:5])
+            raise NotAllowed(f"no meter lies on feeder(s) {named}: nothing to aggregate")
         return found
 
     def units(
