@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -34,8 +34,9 @@ def report(
     seed: Annotated[int, typer.Option(help="The fleet's seed (the demo's by default).")] = SEED,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Error of each tier's aggregates against the truth (by group size and ε), k reached, and
-    a linkage attack per tier, on the demo fleet grown from its own load model."""
+    """Error of each tier's aggregates against the truth (by group size and ε), k reached, a
+    linkage attack per tier, and attacks by recipients who pool what they receive (against
+    per-request cells and canonical cells), on the demo fleet grown from its own load model."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -77,7 +78,87 @@ def report(
         f"generalised tier: k reached {general['k_reached']}, "
         f"{general['suppressed']} households suppressed"
     )
+    console.print(_attacks_table(body["attacks"]))
+    console.print(f"linkage after a re-key: {body['attacks']['linkage_after_rekey']['note']}")
     console.print(f"wrote {out / REPORT} and {out / PLOT}")
+
+
+def _attacks_table(attacks: dict[str, Any]) -> Table:
+    """The attacks of recipients who pool what they receive, with the report's exact figures:
+    per-request cells ("before") and canonical cells ("now")."""
+    setup = attacks["setup"]
+    feeders = ", ".join(f"{f} {n}" for f, n in setup["households_per_feeder"].items())
+    table = Table(
+        title="attacks by recipients pooling what they receive: before (per request) and now "
+        f"(canonical cells), on {setup['substation']} ({feeders} households), {setup['day']}"
+    )
+    for column in ("attack", "figure", "before", "now"):
+        table.add_column(column)
+    diff = attacks["cross_recipient_differencing"]
+    b, n = diff["before"], diff["now"]
+    table.add_row(
+        f"differencing after an erasure ({diff['feeder']} less {diff['erased']})",
+        f"household's quarter-hours recovered (of {b['cells_released_to_both']})",
+        str(b["cells_recovered"]),
+        str(n["cells_recovered"]),
+    )
+    table.add_row(
+        "",
+        "max |A-B - household| (Wh)",
+        _n(b["max_abs_error_wh"]),
+        _n(n["max_abs_error_wh"]),
+    )
+    table.add_row(
+        "", "max |A-B| (Wh)", _n(b["max_abs_a_minus_b_wh"]), _n(n["max_abs_a_minus_b_wh"])
+    )
+    table.add_row(
+        "",
+        "cells without it refused (members apart)",
+        f"{_yes(b['differencing_refused'])} ({b['member_difference']}, per recipient)",
+        f"{_yes(n['differencing_refused'])} ({n['member_difference']}, any recipient)",
+    )
+    grain = attacks["cross_granularity_recovery"]
+    b, n = grain["before"], grain["now"]
+    table.add_row(
+        "withheld cells from every granularity",
+        "withheld cells recovered (max error Wh)",
+        f"{b['recovered']} of {b['withheld_cells']} ({_n(b['max_abs_error_wh'])})",
+        f"{n['recovered']} of {n['withheld_cells']}",
+    )
+    for seconds, share in sorted(grain["released_share"].items(), key=lambda kv: int(kv[0])):
+        table.add_row(
+            "",
+            f"feeder cells released, {seconds} s",
+            _n(share["before"]),
+            _n(share["now"]),
+        )
+    avg = attacks["averaging_two_registrations"]
+    b, n = avg["before"], avg["now"]
+    table.add_row(
+        f"averaging two dp registrations (ε = {avg['epsilon']:g}, {avg['interval_s']} s)",
+        "RMSE of average / of one",
+        _n(b["ratio"]),
+        _n(n["ratio"]),
+    )
+    table.add_row("", "ε spent per household-day", _n(b["epsilon_spent"]), _n(n["epsilon_spent"]))
+    table.add_row("", "noise draws", str(b["draws"]), str(n["draws"]))
+    link = attacks["linkage_after_rekey"]
+    table.add_row(
+        f"linkage after a pseudonym re-key ({link['households']} households)",
+        "re-linked by habits (chance)",
+        f"{_n(link['before']['relinked'])} ({link['chance']})",
+        f"{_n(link['now']['relinked'])} ({link['chance']})",
+    )
+    return table
+
+
+def _n(value: float | None) -> str:
+    """A figure exactly as the report holds it."""
+    return "n/a" if value is None else repr(value)
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
 
 
 @app.command("rekey")
