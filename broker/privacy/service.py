@@ -3,7 +3,9 @@
 **Pseudonym keys.** One 256-bit master key in ``keys/pseudonym.key`` (0600), never in the
 database. A recipient domain's key is HKDF-SHA256(master, info = ``pseudonym|<domain>|v<n>``):
 stable for the domain, unrelated across domains, and re-keyed by moving the domain to the next
-version (``rekey``, audited): the old pseudonyms can then no longer be linked to the new ones.
+version (``rekey``, audited): the new identifiers cannot be computed from the old ones, but
+the time series behind them remains a fingerprint that links about half of the households by
+their habits (``broker privacy report`` measures it).
 The database holds only each domain's version.
 
 **Budget ledger.** Each new draw of a cell's noise appends one ``privacy_spend`` row (the cell:
@@ -81,8 +83,8 @@ class PseudonymKeys:
         return DomainKey(domain, version, derive_domain_key(self._master, domain, version))
 
     def rekey(self, session: Session, domain: str, actor: str) -> DomainKey:
-        """Move the domain to a new key: pseudonyms issued from now on cannot be linked to the
-        earlier ones."""
+        """Move the domain to a new key: pseudonyms issued from now on are not derived from the
+        earlier ones (the readings still link households by habit: see the module text)."""
         current = self.key_for(session, domain)
         version = current.version + 1
         session.execute(
