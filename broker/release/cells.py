@@ -425,9 +425,7 @@ def _pick(units: Sequence[_Stored], request: CellRequest, parents: dict[str, str
         f = unit.frame
         f = f[(f[INTERVAL] == request.granularity_s) & (f[START] >= lo) & (f[START] < hi)]
         mine = f[GROUP].isin(wanted) & (f[LEVEL] != "substation")
-        into = unit.parent in set(parents.values()) and bool(
-            (mine & (f[STATUS] == MERGED)).any()
-        )
+        into = unit.parent in set(parents.values()) and bool((mine & (f[STATUS] == MERGED)).any())
         parts.append(f[mine | ((f[LEVEL] == "substation") & into)])
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if frame.empty:
