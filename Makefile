@@ -12,4 +12,4 @@ test: venv
 # Maintainers only: re-resolve the lock after changing dependencies in pyproject.toml.
 lock:
 	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
-	  --python-platform x86_64-unknown-linux-gnu --index-url https://pypi.org/simple -o requirements.lock
+	  --python-platform x86_64-unknown-linux-gnu -o requirements.lock
