@@ -20,6 +20,7 @@ class AlarmKind(StrEnum):
     SPOOL_UNWRITABLE = "spool_unwritable"
     REFUSED = "refused"
     DEAD_LETTER = "dead_letter"
+    WORKER_DIED = "worker_died"
 
 
 class Alarms:
@@ -87,6 +88,13 @@ def leftover_dead_letters_text(count: int, dead_dir: Path) -> str:
     return (
         f"{count} batches in the dead-letter folder {dead_dir}, left by an earlier run: "
         "look at their .why notes"
+    )
+
+
+def worker_died_text(worker: str, deaths: int, error: str) -> str:
+    return (
+        f"thread {worker} died {deaths} time(s), last with {error}; it was restarted and "
+        "forwarding goes on: report this (it is a bug)"
     )
 
 

@@ -12,7 +12,12 @@ It carries the ciphered APDUs as opaque bytes and holds no meter key (R1.1). Gua
 * the spool is bounded: when it is full ``submit`` raises :class:`SpoolFull` and the meter keeps
   its frame, and an alarm says so until the spool has drained.
 
-Two background threads do the work: one closes batches by age, one sends.
+Two background threads do the work: one closes batches by age, one sends. Both are supervised
+(:class:`broker.kit.supervise.Supervised`): a thread that raises is logged at CRITICAL, raises
+the ``worker_died`` alarm (it stays in the status until this concentrator is restarted: it is a
+bug to report), counts in ``worker_restarts`` and is started again with a backoff, so the
+concentrator never stops forwarding silently. File-system races in the spool (an operator
+emptying ``dead/`` or deleting spool files while the sender looks) are tolerated, not survived.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import threading
 import time
 from types import TracebackType
 
+from broker.kit.supervise import Death, Supervised
 from connectors.concentrator import alarms
 from connectors.concentrator.alarms import AlarmKind, Alarms
 from connectors.concentrator.backoff import Backoff
@@ -74,7 +80,7 @@ class Concentrator:
         self._alarms = Alarms(logger)
         self._full = False
         self._stopping = False
-        self._threads: list[threading.Thread] = []
+        self._threads: list[Supervised] = []
         self._dead_scanned_at = 0.0
         self._announce_leftovers()
 
@@ -137,6 +143,7 @@ class Concentrator:
                 answers=dict(c.answers),
                 rejections=dict(c.rejections),
                 retries=c.retries,
+                worker_restarts=c.worker_restarts,
                 spooled_batches=spool.pending_count,
                 spooled_bytes=spool.pending_bytes,
                 dead_letter_batches=spool.dead_count,
@@ -153,9 +160,17 @@ class Concentrator:
             if self._threads or self._stopping:
                 raise RuntimeError("a concentrator is started once")
             name = self.config.name
+            base_s, cap_s = self.config.backoff_base_s, self.config.backoff_cap_s
             self._threads = [
-                threading.Thread(target=self._close_by_age, name=f"{name}-batcher", daemon=True),
-                threading.Thread(target=self._send_all, name=f"{name}-sender", daemon=True),
+                Supervised(
+                    f"{name}-{role}",
+                    body,
+                    on_death=self._worker_died,
+                    base_s=base_s,
+                    cap_s=cap_s,
+                    log=logger,
+                )
+                for role, body in (("batcher", self._close_by_age), ("sender", self._send_all))
             ]
         for thread in self._threads:
             thread.start()
@@ -169,6 +184,8 @@ class Concentrator:
             if self._open.frames:
                 logger.error("stopping with %d frames not spooled", len(self._open.frames))
             self._changed.notify_all()
+        for thread in self._threads:
+            thread.request_stop()
         wait = self.config.request_timeout_s + 5 if timeout_s is None else timeout_s
         for thread in self._threads:
             thread.join(wait)
@@ -185,6 +202,13 @@ class Concentrator:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def _worker_died(self, death: Death) -> None:
+        with self._lock:
+            self._counters.worker_restarts += 1
+            text = alarms.worker_died_text(death.worker, death.deaths, death.error)
+            self._alarms.raise_alarm(AlarmKind.WORKER_DIED, text)
+            self._changed.notify_all()
 
     def _check_running(self) -> None:
         if self._stopping:
@@ -289,6 +313,16 @@ class Concentrator:
         try:
             body = self._spool.read(batch)
             return body, len(decode_batch(body))
+        except FileNotFoundError:
+            with self._lock:
+                self._spool.forget(batch)
+                logger.error(
+                    "the spool file of batch %s vanished before it was sent (deleted by hand?); "
+                    "its frames reach the MDMS only if the meters submit them again",
+                    batch.batch_id,
+                )
+                self._changed.notify_all()
+            return None
         except (OSError, BatchError) as exc:
             with self._lock:
                 self._dead_letter(batch, f"the spool file is damaged: {exc}")
@@ -364,6 +398,11 @@ class Concentrator:
 
     def _dead_letter(self, batch: SpooledBatch, why: str) -> None:
         path = self._spool.dead_letter(batch, why)
+        if path is None:
+            logger.error(
+                "batch %s vanished from the spool before it was dead-lettered", batch.batch_id
+            )
+            return
         spool = self._spool
         text = alarms.dead_letter_text(spool.dead_count, spool.dead_dir, path.name, why)
         self._alarms.raise_alarm(AlarmKind.DEAD_LETTER, text)

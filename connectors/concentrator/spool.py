@@ -9,15 +9,24 @@ and stays there for an operator. A spool opened on the same directory finds the 
 again, in order, under the same ids. One concentrator at a time: ``.lock`` in the directory is
 held (``flock``) while the spool is open, and the kernel lets it go when the process dies.
 
+Operators work in the directory while the concentrator runs: a file may vanish between the
+listing and the ``stat``, ``open`` or ``rename`` of it, the ``dead/`` folder may be removed whole,
+and a file may be half written. None of it raises out of the spool: a vanished dead letter is
+simply not counted, ``dead/`` is made again when a batch next goes there, a pending batch whose
+file vanished is forgotten (``dead_letter`` returns None) and a file that does not decode is
+dead-lettered by the concentrator.
+
 Not thread-safe: the concentrator serialises calls under its lock (``read`` excepted, which
 touches only the file of the oldest batch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
+import stat
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +67,9 @@ class Spool:
         (directory / DEAD_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
         lock_fd = _lock(directory)
         for leftover in directory.glob(f"*{_TEMP_SUFFIX}"):
-            leftover.unlink()  # a write that never reached its rename: the batch was not taken
+            leftover.unlink(
+                missing_ok=True
+            )  # a write that never reached its rename: the batch was not taken
         return cls(directory, lock_fd, _scan(directory), _scan(directory / DEAD_DIR))
 
     def close(self) -> None:
@@ -114,20 +125,34 @@ class Spool:
         self._pop(batch)
         batch.path.unlink(missing_ok=True)
 
-    def dead_letter(self, batch: SpooledBatch, why: str) -> Path:
-        """Move the oldest batch to ``dead/`` with a note saying why; returns its new path."""
+    def dead_letter(self, batch: SpooledBatch, why: str) -> Path | None:
+        """Move the oldest batch to ``dead/`` with a note saying why; returns its new path, or
+        None when its file has vanished meanwhile (the batch is forgotten: there is nothing to
+        keep)."""
         self._check_oldest(batch)
+        self.dead_dir.mkdir(mode=0o700, exist_ok=True)  # an operator may have removed it
         target = self.dead_dir / batch.path.name
-        _write_durably(target.with_suffix(".why"), why.encode() + b"\n")
-        os.replace(batch.path, target)
-        _fsync_dir(self.dead_dir)
+        note = target.with_suffix(".why")
+        _write_durably(note, why.encode() + b"\n")
+        try:
+            os.replace(batch.path, target)
+        except FileNotFoundError:
+            note.unlink(missing_ok=True)
+            self._pop(batch)
+            return None
+        with contextlib.suppress(FileNotFoundError):  # dead/ removed this instant: so is the file
+            _fsync_dir(self.dead_dir)
         self._pop(batch)
         self._dead_count += 1
         self._dead_bytes += batch.size
         return target
 
+    def forget(self, batch: SpooledBatch) -> None:
+        """Drop the oldest batch whose file has vanished (nothing is left to send)."""
+        self._pop(batch)
+
     def rescan_dead(self) -> None:
-        """Count the dead letters again (an operator may have taken some away)."""
+        """Count the dead letters again (an operator may have taken some, or all, away)."""
         dead = _scan(self.dead_dir)
         self._dead_count, self._dead_bytes = len(dead), sum(b.size for b in dead)
 
@@ -152,11 +177,23 @@ def _lock(directory: Path) -> int:
 
 
 def _scan(directory: Path) -> list[SpooledBatch]:
+    """The batch files in ``directory``; files that vanish while it looks are left out, and a
+    directory that is gone holds none."""
     found = []
-    for path in directory.iterdir():
+    try:
+        paths = list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+    for path in paths:
         match = _NAME.fullmatch(path.name)
-        if match and path.is_file():
-            found.append(SpooledBatch(int(match[1]), match[2], path, path.stat().st_size))
+        if not match:
+            continue
+        try:
+            info = path.stat()  # one look: is_file() and then stat() would race
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            found.append(SpooledBatch(int(match[1]), match[2], path, info.st_size))
     return sorted(found, key=lambda b: b.seq)
 
 

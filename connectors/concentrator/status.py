@@ -13,7 +13,8 @@ from datetime import datetime
 class ConcentratorStatus:
     """A snapshot. ``frames_submitted`` counts frames taken into a batch; refused (spool full)
     and dropped (byte-identical to a recent one) frames are counted apart. ``answers`` counts
-    the MDMS's frame answers by status, ``rejections`` the rejected ones by reason."""
+    the MDMS's frame answers by status, ``rejections`` the rejected ones by reason;
+    ``worker_restarts`` counts background threads that died and were started again."""
 
     frames_submitted: int
     frames_refused: int
@@ -24,6 +25,7 @@ class ConcentratorStatus:
     answers: Mapping[str, int]
     rejections: Mapping[str, int]
     retries: int
+    worker_restarts: int
     spooled_batches: int
     spooled_bytes: int
     dead_letter_batches: int
@@ -47,5 +49,6 @@ class Counters:
     batches_sent: int = 0
     batches_delivered: int = 0
     retries: int = 0
+    worker_restarts: int = 0
     answers: Counter[str] = field(default_factory=Counter)
     rejections: Counter[str] = field(default_factory=Counter)

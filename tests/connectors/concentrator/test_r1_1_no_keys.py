@@ -13,7 +13,7 @@ import connectors.concentrator
 
 PACKAGE = Path(connectors.concentrator.__file__).parent
 ALLOWED_THIRD_PARTY = {"httpx", "pydantic"}
-ALLOWED_OURS = {"connectors.dlms.batch"}
+ALLOWED_OURS = {"connectors.dlms.batch", "broker.kit.supervise"}  # supervise: threads only
 FORBIDDEN = (
     "cryptography",
     "connectors.dlms.frames",
