@@ -27,6 +27,7 @@ from broker.delivery.outbox import HttpPoster, Outbox, Poster, push_client_conte
 from broker.delivery.settings import PushSettings
 from broker.delivery.signing import load_delivery_key
 from broker.errors import BrokerError
+from broker.kit.supervise import Supervised
 from broker.oauth.settings import OAuthSettings
 from broker.recipients.models import Recipient
 from broker.release.feeds import STOPS_FEED, FeedService
@@ -134,14 +135,20 @@ class PushService:
 
 
 class PushLoop:
-    """The worker round on a thread, every ``poll_s`` seconds, until ``stop``."""
+    """The worker round on a supervised thread, every ``poll_s`` seconds, until ``stop``: a round
+    that raises anything but a ``BrokerError`` is logged at CRITICAL and the worker is started
+    again (``broker.kit.supervise``), so pushes never stop silently; ``deaths`` counts them."""
 
     def __init__(self, service: PushService, post: Poster, poll_s: float) -> None:
         self._service = service
         self._post = post
         self._poll_s = poll_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="push-worker", daemon=True)
+        self._worker = Supervised("push-worker", self._run, base_s=poll_s, cap_s=max(poll_s, 60))
+
+    @property
+    def deaths(self) -> int:
+        return self._worker.deaths
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -152,12 +159,12 @@ class PushLoop:
             self._stop.wait(self._poll_s)
 
     def start(self) -> PushLoop:
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._worker.stop(timeout_s=30)
 
 
 def http_poster(settings: PushSettings, identity: tuple[Path, Path]) -> HttpPoster:
