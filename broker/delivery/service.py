@@ -6,8 +6,10 @@ A worker round:
    withdrawal: feeds stop, deletion requests go out);
 2. releases the next ended days of every active push feed through the one pipeline
    (``FeedService.page_in``) and queues each page for the recipient's webhook in the same
-   transaction as its release; a denial, or a purpose the recipient is no longer registered
-   for, stops the feed (as a pull page would);
+   transaction as its release, holding the feed's row (``broker.release.once.claim_feed``:
+   another ``broker serve`` on the same database skips the feed meanwhile, and a page is
+   released once); a denial, or a purpose the recipient is no longer registered for, stops the
+   feed (as a pull page would);
 3. posts every due delivery (``Outbox.run_due``).
 """
 
@@ -23,6 +25,7 @@ from sqlmodel import col, select
 
 from broker.consent.wiring import open_consents
 from broker.delivery.deletion import Deletions
+from broker.delivery.egress import NO_PRIVATE, Egress
 from broker.delivery.outbox import HttpPoster, Outbox, Poster, push_client_context
 from broker.delivery.settings import PushSettings
 from broker.delivery.signing import load_delivery_key
@@ -32,6 +35,7 @@ from broker.oauth.settings import OAuthSettings
 from broker.recipients.models import Recipient
 from broker.release.feeds import STOPS_FEED, FeedService
 from broker.release.models import Feed
+from broker.release.once import PageAlreadyReleased, claim_feed
 from broker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -87,7 +91,7 @@ class PushService:
         """Release and queue the next day of one push feed; False when there is none now."""
         try:
             with self.rt.db.transaction() as session:
-                feed = session.get(Feed, feed_id)
+                feed = claim_feed(session, feed_id)  # None: another worker is pushing it now
                 if feed is None or feed.status != "active":
                     return False
                 hook = session.get(Recipient, feed.recipient)
@@ -121,6 +125,9 @@ class PushService:
                 session.add(feed)
                 report.pushed_pages += 1
                 return page.next_cursor is not None
+        except PageAlreadyReleased as exc:  # another process released and queued it
+            logger.info("push feed %s: %s", feed_id, exc)
+            return False
         except BrokerError as exc:  # refused, or the store failed: next round
             logger.warning("push feed %s: %s", feed_id, exc)
             return False
@@ -167,7 +174,10 @@ class PushLoop:
         self._worker.stop(timeout_s=30)
 
 
-def http_poster(settings: PushSettings, identity: tuple[Path, Path]) -> HttpPoster:
-    """The poster ``broker serve`` uses: the broker's certificate as client certificate."""
+def http_poster(
+    settings: PushSettings, identity: tuple[Path, Path], egress: Egress = NO_PRIVATE
+) -> HttpPoster:
+    """The poster ``broker serve`` uses: the broker's certificate as client certificate,
+    connecting only where ``egress`` admits (``Egress.of(rt.settings)``)."""
     cert, key = identity
-    return HttpPoster(push_client_context(settings.ca_file, cert, key), settings)
+    return HttpPoster(push_client_context(settings.ca_file, cert, key), settings, egress)

@@ -1,21 +1,23 @@
 """Tables of releases and feeds (migration 0007).
 
 ``release`` holds one row per release made: who received it, for what, under which decision
-and policy revision, on which consents, in which tier, with its manifest. ``release_group`` holds
-the member sets of aggregated releases for the differencing check of later releases to the same
-recipient, as keyed hashes of the meters (never meter ids). ``feed`` holds subscriptions,
-pulled or pushed.
-Rows of ``release`` and ``release_group`` are never changed.
+and policy revision, on which consents, in which tier, with its manifest, for which period; a
+feed's page is released once (unique ``feed_id, period_from_us``, migration 0012, which filled
+in the periods of earlier rows from their decisions). ``release_group`` holds the member sets
+of aggregated releases for the differencing check of later releases to the same recipient, as
+keyed hashes of the meters (never meter ids). ``feed`` holds subscriptions, pulled or pushed.
+Rows of ``release`` and ``release_group`` are never changed (but for that one fill-in).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, String, Text
+from sqlalchemy import BigInteger, Column, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
 class ReleaseRecord(SQLModel, table=True):
     __tablename__ = "release"
+    __table_args__ = (UniqueConstraint("feed_id", "period_from_us", name="uq_release_feed_period"),)
 
     release_id: str = Field(sa_column=Column(String(40), primary_key=True))
     recipient: str = Field(sa_column=Column(String(120), nullable=False, index=True))
@@ -30,6 +32,11 @@ class ReleaseRecord(SQLModel, table=True):
     rows: int = Field(sa_column=Column(BigInteger, nullable=False))
     feed_id: str | None = Field(default=None, sa_column=Column(String(40), nullable=True))
     at_us: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    period_from_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """The released period (every release since 0012). None: a release from before 0012 whose
+    decision record was not found, or a later copy of a feed page released twice before 0012
+    (the migration keeps the first as the page of record)."""
+    period_to_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class ReleaseGroup(SQLModel, table=True):

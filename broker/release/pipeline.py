@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
@@ -46,6 +47,7 @@ from broker.privacy.service import BudgetLedger, PseudonymKeys, load_pseudonym_m
 from broker.recipients.models import Recipient
 from broker.release.cells import CanonicalCells, CellRequest, CellSpend
 from broker.release.models import ReleaseGroup, ReleaseRecord
+from broker.release.once import PageAlreadyReleased, is_page_conflict
 from broker.release.repository import AGGREGATE_TIERS, ReadingsRepository
 from broker.runtime import Runtime
 from broker.storage.db import Database
@@ -307,6 +309,32 @@ class ReleasePipeline:
         }
         self.audit.record(session, [AuditEvent("release.refused", actor, subject, details)])
 
+    def _insert_release(
+        self, session: Session, request: ReleaseRequest, decision: Decision,
+        options: ReleaseOptions, release_id: str, text: str, digest: str, rows: int, at: datetime,
+    ) -> None:  # fmt: skip
+        """The release row; a second release of a feed's page is refused by the unique
+        (feed_id, period_from_us) index (``broker.release.once``)."""
+        assert decision.tier is not None
+        session.execute(
+            insert(RELEASES).values(
+                release_id=release_id,
+                recipient=request.recipient_id,
+                purpose=request.purpose,
+                decision_id=decision.decision_id,
+                revision=decision.revision,
+                consent_ids=json.dumps(list(decision.consent_ids)),
+                tier=decision.tier,
+                manifest_json=text,
+                manifest_digest=digest,
+                rows=rows,
+                feed_id=options.feed_id,
+                at_us=to_us(at),
+                period_from_us=to_us(request.period_from),
+                period_to_us=to_us(request.period_to),
+            )
+        )
+
     def _record(
         self,
         session: Session,
@@ -323,22 +351,16 @@ class ReleasePipeline:
         text = manifest_text(made.manifest)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         rows = len(made.frame)
-        session.execute(
-            insert(RELEASES).values(
-                release_id=release_id,
-                recipient=request.recipient_id,
-                purpose=request.purpose,
-                decision_id=decision.decision_id,
-                revision=decision.revision,
-                consent_ids=json.dumps(list(decision.consent_ids)),
-                tier=decision.tier,
-                manifest_json=text,
-                manifest_digest=digest,
-                rows=rows,
-                feed_id=options.feed_id,
-                at_us=to_us(at),
-            )
-        )
+        try:
+            self._insert_release(session, request, decision, options, release_id, text, digest,
+                                 rows, at)  # fmt: skip
+        except IntegrityError as exc:  # another request or process released this page first
+            if not is_page_conflict(exc):
+                raise
+            raise PageAlreadyReleased(
+                f"feed {options.feed_id}'s page from {request.period_from.isoformat()} was "
+                "already released (by a concurrent request or broker process)"
+            ) from exc
         members = made.members
         if members:
             session.execute(

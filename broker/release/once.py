@@ -1,0 +1,54 @@
+"""Each page of a feed is released once, however many broker processes share the database.
+
+Two guards, so neither a second ``broker serve`` nor a second request can release a page again:
+
+- ``claim_feed``: the push worker takes the feed's row before it releases the feed's next page
+  (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL: a feed another worker holds is skipped
+  this round; on SQLite every transaction starts with ``BEGIN IMMEDIATE``, so the read of the
+  push cursor already happens under the database's one write lock);
+- the unique index ``uq_release_feed_period`` on ``release (feed_id, period_from_us)``
+  (migration 0012): a release of a page already recorded cannot be written. A writer that loses
+  the race gets ``PageAlreadyReleased`` (409), and its transaction (decision record, audit
+  entry, budget spend, delivery) rolls back whole.
+
+Pages of a feed start on distinct days: a cursor is the end of a released page (or the feed's
+first day), so with one release per start day the released pages of a feed never overlap.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from broker.errors import BrokerError
+from broker.release.models import Feed, ReleaseRecord
+
+UNIQUE_PAGE = "uq_release_feed_period"
+_SQLITE_PAGE = "release.feed_id, release.period_from_us"
+
+
+class PageAlreadyReleased(BrokerError):
+    """This page of the feed was already released (by another request or broker process)."""
+
+    status_code = 409
+
+
+def is_page_conflict(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is the unique (feed, period) index refusing a second release."""
+    text = str(exc.orig)
+    return UNIQUE_PAGE in text or _SQLITE_PAGE in text
+
+
+def claim_feed(session: Session, feed_id: str) -> Feed | None:
+    """The feed's row, locked for this transaction; None when another transaction holds it
+    (PostgreSQL) or it does not exist."""
+    query = select(Feed).where(col(Feed.feed_id) == feed_id).with_for_update(skip_locked=True)
+    return session.exec(query.execution_options(populate_existing=True)).first()
+
+
+def recorded_page(session: Session, feed_id: str, period_from_us: int) -> ReleaseRecord | None:
+    """The release of record of the feed's page starting at ``period_from_us``, if any."""
+    query = select(ReleaseRecord).where(
+        col(ReleaseRecord.feed_id) == feed_id, col(ReleaseRecord.period_from_us) == period_from_us
+    )
+    return session.exec(query).first()
