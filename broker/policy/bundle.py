@@ -9,6 +9,12 @@ One addition of ours: the reason codes declared in the modules' ``# METADATA`` b
 (``custom: codes: {code: message}``) become the document ``data.broker.reason_codes``, so a
 decision's reasons carry the privacy officer's own wording and the code list lives in one place.
 regorus does not implement ``rego.metadata.*``, which would otherwise be the way to read them.
+
+Every file of a bundle is text: UTF-8 without control characters other than tab, line feed and
+carriage return, and without bidirectional overrides. A NUL or an escape sequence is invisible to
+the reviewer who reads and signs the policy, and tools disagree on what follows it, so
+``load_bundle`` refuses such a file, naming it and the line, before anything checks, tests, signs
+or activates it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ REASON_CODES_PATH = ("broker", "reason_codes")
 MAX_FILE_BYTES = 1 << 20
 _METADATA = re.compile(r"^# METADATA\s*$")
 _PACKAGE = re.compile(r"^package\s+([A-Za-z_][\w.]*)\s*$", re.MULTILINE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""C0 but tab, LF and CR; DEL and C1; the bidirectional overrides that reorder what a reviewer
+sees ("Trojan Source")."""
 
 
 class BundleError(BrokerError):
@@ -212,10 +221,20 @@ def load_bundle(root: Path) -> Bundle:
 
 
 def _decode(raw: bytes, rel: str) -> str:
+    """The file's text; refused unless UTF-8 without control characters (but tab, LF, CR)."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BundleError(f"{rel}: not UTF-8 text") from exc
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise BundleError(f"{rel}: line {line}: not UTF-8 text (byte {exc.start})") from exc
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise BundleError(
+            f"{rel}: line {line}: control character U+{ord(bad.group()):04X} "
+            "(a bundle file must be plain text)"
+        )
+    return text
 
 
 def _metadata(text: str, rel: str) -> tuple[MetadataBlock, ...]:

@@ -199,6 +199,10 @@ def test_consents_name_only_what_the_active_catalogue_knows(
 ) -> None:
     """The purposes a consent may name are the privacy officer's catalogue, not code."""
     assert main(["init"]) == 0
+    customers = tmp_path / "customers.csv"
+    customers.write_text("customer_ref,name,address,account_number\nC-9,Nine,9 Road,AC-9\n")
+    assert main(["customers", "import", str(customers)]) == 0
+    assert main(["recipients", "register", "ev-co", "--kind", "third_party"]) == 0
     notice = tmp_path / "notice.txt"
     notice.write_text("ev-co may read your consumption to schedule your charging.\n")
     give = ["consent", "give", "--customer", "C-9", "--recipient", "ev-co", "--purpose",
@@ -215,3 +219,45 @@ def test_consents_name_only_what_the_active_catalogue_knows(
     catalogue_path.write_text(json.dumps(catalogue, indent=2) + "\n")
     assert main(["policy", "activate", str(candidate)]) == 0
     assert main(give) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "message"),
+    [
+        ("broker/release/policy.rego", b"# a NUL \x00 in a comment\n", "control character U+0000"),
+        ("broker/release/policy.rego", b"# escape \x1b[2J\n", "control character U+001B"),
+        ("broker/release/policy.rego", b"# latin-1 caf\xe9\n", "not UTF-8 text"),
+        ("broker/release/policy.rego", "# \u202e}{ fi\n".encode(), "control character U+202E"),
+        ("broker/catalogue/data.json", b"\x0c", "control character U+000C"),
+    ],
+    ids=["nul", "escape", "not_utf8", "bidi_override", "form_feed_in_data"],
+)
+def test_R3_5_a_bundle_that_is_not_text_is_refused_and_never_activated(
+    data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    path: str,
+    raw: bytes,
+    message: str,
+) -> None:
+    """R3.5, R3.4: the release policy is text a privacy officer reads and signs. A file holding
+    bytes no reviewer sees (NUL, escapes) or that is not UTF-8 is refused by check, test, diff and
+    activate alike, naming the file and line; the active revision stays as it was."""
+    assert main(["init"]) == 0
+    candidate = _copy(tmp_path)
+    target = candidate / path
+    target.write_bytes(raw + target.read_bytes())
+    capsys.readouterr()
+    for command in (
+        ["policy", "check", str(candidate)],
+        ["policy", "test", str(candidate)],
+        ["policy", "diff", "--candidate", str(candidate)],
+        ["policy", "activate", str(candidate)],
+    ):
+        assert main(command) != 0, command
+        err = capsys.readouterr().err
+        assert f"{path}: line 1" in err and message in err, (command, err)
+    assert main(["policy", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["active"] == "1"
+    revisions = data_dir / "policy" / "revisions"
+    assert sorted(p.name for p in revisions.iterdir()) == ["1"]
