@@ -86,6 +86,22 @@ class Settings(BaseSettings):
     """Bearer token for OPA (``--authentication=token``)."""
     opa_timeout_s: float = Field(default=1.0, gt=0, le=30)
     """Bound on each connect and each read from OPA; a decision it cuts short is a deny."""
+    # portal sessions and sign-in throttling
+    portal_session_s: int = Field(default=1800, ge=60, le=86_400)
+    """How long a portal session lasts from sign-in (production default 1800 s); sign-out ends
+    it at once on the server, a password change ends every session of the customer."""
+    portal_signin_free_failures: int = Field(default=3, ge=1, le=100)
+    """Consecutive wrong passwords of one account before each further attempt must wait
+    (production default 3)."""
+    portal_signin_source_free_failures: int = Field(default=20, ge=1, le=10_000)
+    """Wrong passwords from one client address, for any accounts, before each further sign-in
+    from it must wait (production default 20)."""
+    portal_signin_delay_s: float = Field(default=2.0, gt=0, le=3600)
+    """The first wait after those failures; each further wrong password doubles it
+    (production default 2 s). Attempts during a wait get 429 and are not checked."""
+    portal_signin_max_delay_s: float = Field(default=300.0, gt=0, le=86_400)
+    """The longest wait (production default 300 s): a stranger can slow an account, never lock
+    it; after the wait the right password always signs in."""
 
     @property
     def development(self) -> bool:

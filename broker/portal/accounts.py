@@ -1,11 +1,9 @@
 """Customers' local accounts (the embedded default; an upstream OpenID Connect provider would
-replace this in production): argon2id password hashes, a lockout after repeated failures, and
-every sign-in, good or bad, in the audit log under the customer's keyed hash."""
+replace this in production): argon2id password hashes, password changes, and every sign-in,
+good or bad, in the audit log under the customer's keyed hash. Wrong passwords are slowed by
+``broker.portal.throttle`` (waits that grow, never a lock) before a password is checked."""
 
 from __future__ import annotations
-
-from datetime import timedelta
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -17,10 +15,9 @@ from broker.errors import BrokerError
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher
 from broker.portal.models import CustomerAccount
+from broker.portal.sessions import end_all
 
 ACCOUNTS = CustomerAccount.metadata.tables["customer_account"]
-MAX_FAILURES = 5
-LOCKOUT = timedelta(minutes=15)
 MIN_PASSWORD = 12
 
 
@@ -41,8 +38,7 @@ class Accounts:
     def create(
         self, session: Session, username: str, customer_ref: str, password: str, actor: str
     ) -> None:
-        if len(password) < MIN_PASSWORD:
-            raise AccountError(f"a password needs at least {MIN_PASSWORD} characters")
+        _check_new(password)
         if not username or len(username) > 64:
             raise AccountError("a username has 1 to 64 characters")
         taken = session.execute(
@@ -57,7 +53,6 @@ class Accounts:
                 username=username,
                 customer_ref=customer_ref,
                 password_hash=self._argon.hash(password),
-                failed_logins=0,
                 created_us=to_us(self._clock.now()),
             )
         )
@@ -67,44 +62,51 @@ class Accounts:
 
     def sign_in(self, session: Session, username: str, password: str) -> str:
         """The customer reference of a correct sign-in; ``SignInFailed`` otherwise (the same
-        message whether the user exists or not). The failure is counted and audited in the
-        caller's transaction, which must commit it: use ``attempt``."""
+        message whether the user exists or not), audited in the caller's transaction, which
+        must commit it: run it under ``Throttle.guarded``, which counts the failure too."""
         row = session.execute(select(ACCOUNTS).where(ACCOUNTS.c.username == username)).first()
-        now = self._clock.now()
         if row is None:
             self._verify(self._dummy, password)
             raise SignInFailed("wrong username or password")
         subject = self._hash(row.customer_ref)
-        if row.locked_until_us is not None and row.locked_until_us > to_us(now):
-            self._audit.record(
-                session,
-                [AuditEvent("customer.login_refused", "customer", subject, {"why": "locked"})],
-            )
-            raise SignInFailed("too many failed sign-ins; try again later")
         if not self._verify(row.password_hash, password):
-            failures = row.failed_logins + 1
-            locked = to_us(now + LOCKOUT) if failures >= MAX_FAILURES else None
-            session.execute(
-                update(ACCOUNTS)
-                .where(ACCOUNTS.c.username == username)
-                .values(failed_logins=0 if locked else failures, locked_until_us=locked)
-            )
-            self._audit.record(
-                session,
-                [
-                    AuditEvent(
-                        "customer.login_failed", "customer", subject, {"locked": locked is not None}
-                    )
-                ],
-            )
+            event = AuditEvent("customer.login_failed", "customer", subject, {})
+            self._audit.record(session, [event])
             raise SignInFailed("wrong username or password")
-        session.execute(
-            update(ACCOUNTS)
-            .where(ACCOUNTS.c.username == username)
-            .values(failed_logins=0, locked_until_us=None)
-        )
         self._audit.record(session, [AuditEvent("customer.login", "customer", subject, {})])
         return str(row.customer_ref)
+
+    def username_of(self, session: Session, customer: str) -> str:
+        """The customer's local account; ``AccountError`` if they sign in only elsewhere."""
+        username = session.execute(
+            select(ACCOUNTS.c.username).where(ACCOUNTS.c.customer_ref == customer)
+        ).scalar()
+        if username is None:
+            raise AccountError("you have no password here: you sign in at your provider")
+        return str(username)
+
+    def change_password(self, session: Session, customer: str, current: str, new: str) -> int:
+        """Replace the customer's password, given the current one (``SignInFailed`` if wrong,
+        audited: run it under ``Throttle.guarded``), and end every session of the customer;
+        how many were ended."""
+        _check_new(new)
+        row = session.execute(select(ACCOUNTS).where(ACCOUNTS.c.customer_ref == customer)).one()
+        subject = self._hash(customer)
+        if not self._verify(row.password_hash, current):
+            why = {"why": "wrong current password"}
+            event = AuditEvent("customer.password_change_refused", "customer", subject, why)
+            self._audit.record(session, [event])
+            raise SignInFailed("the current password is wrong")
+        session.execute(
+            update(ACCOUNTS)
+            .where(ACCOUNTS.c.customer_ref == customer)
+            .values(password_hash=self._argon.hash(new))
+        )
+        ended = end_all(session, customer)
+        details = {"sessions_ended": ended}
+        event = AuditEvent("customer.password_changed", "customer", subject, details)
+        self._audit.record(session, [event])
+        return ended
 
     def _verify(self, hashed: str, password: str) -> bool:
         try:
@@ -113,13 +115,6 @@ class Accounts:
             return False
 
 
-def attempt(db_transaction: Any, accounts: Accounts, username: str, password: str) -> str:
-    """Sign in, committing the record of a failure before refusing (a refusal raised inside the
-    transaction would roll back the failure count, and the lockout would never come)."""
-    failure: SignInFailed | None = None
-    with db_transaction() as session:
-        try:
-            return accounts.sign_in(session, username, password)
-        except SignInFailed as exc:
-            failure = exc
-    raise failure
+def _check_new(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD} characters")

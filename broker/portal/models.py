@@ -1,5 +1,6 @@
 """Tables of the customer portal: local accounts, identities at an upstream OpenID Connect
-provider linked to customers, authorization codes, redirect URIs.
+provider linked to customers, authorization codes, redirect URIs, signed-in sessions and the
+sign-in throttle.
 
 Passwords are stored only as argon2id hashes; codes only as SHA-256 of the code (a database
 reader cannot redeem one), single use, minutes long, bound to the consent they were issued for
@@ -18,8 +19,6 @@ class CustomerAccount(SQLModel, table=True):
     username: str = Field(sa_column=Column(String(64), primary_key=True))
     customer_ref: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     password_hash: str = Field(sa_column=Column(String(256), nullable=False))
-    failed_logins: int = Field(sa_column=Column(Integer, nullable=False))
-    locked_until_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
@@ -54,3 +53,29 @@ class RedirectUri(SQLModel, table=True):
 
     client_id: str = Field(sa_column=Column(String(120), primary_key=True))
     uri: str = Field(sa_column=Column(String(512), primary_key=True))
+
+
+class PortalSession(SQLModel, table=True):
+    """A signed-in browser: the SHA-256 of the random id its cookie carries (a database reader
+    cannot present one), the customer, and when it ends. Sign-out deletes the row; a password
+    change deletes every row of the customer."""
+
+    __tablename__ = "portal_session"
+
+    id_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    customer_ref: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_us: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+
+
+class SignInFailures(SQLModel, table=True):
+    """Consecutive wrong passwords of one account or one client address (``key``: a kind and
+    the keyed hash of the name or address, never the name or address itself), and until when
+    the next attempt must wait."""
+
+    __tablename__ = "portal_throttle"
+
+    key: str = Field(sa_column=Column(String(120), primary_key=True))
+    failures: int = Field(sa_column=Column(Integer, nullable=False))
+    wait_until_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_failure_us: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))

@@ -2,27 +2,27 @@
 
 Server-rendered HTML that works without JavaScript. Customers have no client certificates, so
 the portal listens on its own TLS endpoint that authenticates the server only; customers
-authenticate with their account. Sessions are HMAC-signed cookies (HttpOnly, Secure,
-SameSite=Lax so the redirect from a third party's site keeps the session; every POST carries
-a CSRF token bound to the session). With ``BROKER_PORTAL_OIDC_ISSUER`` and ``_CLIENT_ID`` set,
-customers may instead sign in at an upstream OpenID Connect provider (``broker.portal.oidc``),
-and get the same session. A customer reaches only their own data (C2.2): every ``/me`` route
-takes the customer from the session, never from the request.
+authenticate with their account. Sessions are kept on the server (``broker.portal.sessions``:
+sign-out ends one, a password change at ``/me/password`` all of the customer's); the cookie
+carries only a sealed random id (HttpOnly, Secure, SameSite=Lax so the redirect from a third
+party's site keeps the session; the consent form carries a CSRF token bound to the session).
+With ``BROKER_PORTAL_OIDC_ISSUER`` and ``_CLIENT_ID`` set, customers may instead sign in at an
+upstream OpenID Connect provider (``broker.portal.oidc``), and get the same kind of session. A
+customer reaches only their own data (C2.2): every ``/me`` route takes the customer from the
+session, never from the request.
 
-Limits before any work (T7): sign-ins have a token bucket per client address, consent decisions
-and withdrawals one per signed-in customer (``BROKER_PORTAL_RATE_PER_S``, ``_BURST``): over it,
-429 with Retry-After and a page that says when to try again. Forms are bounded
-(``BROKER_PORTAL_MAX_BODY_BYTES``, 413) before more than the bound is read; pages of access
-history are at most ``MAX_PAGE`` entries (422 beyond).
+Limits before any work (T7): wrong passwords make an account's, and an address's, next sign-in
+wait longer and longer (``broker.portal.throttle``: 429, never a lock); sign-ins have a token
+bucket per client address, consent decisions and withdrawals one per signed-in customer
+(``BROKER_PORTAL_RATE_PER_S``, ``_BURST``): over it, 429 with Retry-After and a page that says
+when to try again. Forms are bounded (``BROKER_PORTAL_MAX_BODY_BYTES``, 413) before more than
+the bound is read; pages of access history are at most ``MAX_PAGE`` entries (422 beyond).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import html
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,10 +46,13 @@ from broker.errors import BrokerError, Forbidden, NotFound, Throttled
 from broker.keys.files import ensure_b64_key
 from broker.kit.clock import to_rfc3339
 from broker.policy.service import active_vocabulary
-from broker.portal.accounts import Accounts, SignInFailed, attempt
+from broker.portal.accounts import AccountError, Accounts, SignInFailed
 from broker.portal.flow import AuthorizeError, ConsentAsk, check_request, issue_code, narrowed
 from broker.portal.oidc import OidcRefused, oidc_router
 from broker.portal.oidc_settings import PortalOidcSettings
+from broker.portal.password import password_router
+from broker.portal.sessions import CookieSigner, NotSignedIn, PortalSessions, end_all
+from broker.portal.throttle import Throttle, source_of
 from broker.recipients.service import Recipients
 from broker.regulator import AuditQuery, audit_entries
 from broker.runtime import Runtime
@@ -59,7 +62,6 @@ from consent_ledger import ConsentRequest, notice_hash
 
 COOKIE = "broker_session"
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https:"
-SESSION_S = 1800
 ERASE_CONFIRMATION = "erase my data"
 
 
@@ -76,10 +78,6 @@ PLAIN = {
     "daily": "once a day",
     "monthly": "once a month",
 }
-
-
-class NotSignedIn(BrokerError):
-    status_code = 401
 
 
 def session_key_path(rt: Runtime) -> Path:
@@ -101,38 +99,6 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
             "Content-Security-Policy": CSP,
         },
     )
-
-
-class CookieSigner:
-    """HMAC-SHA256 with the portal's session key over a purpose and a payload: the session
-    cookie, its CSRF tokens and the OpenID sign-in's state cookie, each under its own purpose so
-    that one is never taken for another."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    def mac(self, purpose: str, value: str) -> str:
-        digest = hmac.new(self._key, f"{purpose}\n{value}".encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-    def seal(self, purpose: str, payload: str, ttl_s: int) -> str:
-        """``payload`` readable, signed, and valid for ``ttl_s`` seconds."""
-        body = f"{payload}|{int(time.time()) + ttl_s}"
-        return base64.urlsafe_b64encode(body.encode()).decode() + "." + self.mac(purpose, body)
-
-    def open(self, purpose: str, sealed: str | None) -> str | None:
-        """The payload of a cookie this portal sealed for ``purpose`` and that has not expired;
-        None for anything else."""
-        if not sealed or "." not in sealed:
-            return None
-        encoded, mac = sealed.rsplit(".", 1)
-        try:
-            body = base64.urlsafe_b64decode(encoded.encode()).decode()
-            payload, expires = body.rsplit("|", 1)
-            fresh = int(expires) >= time.time()
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return payload if hmac.compare_digest(self.mac(purpose, body), mac) and fresh else None
 
 
 def _too_large(detail: str) -> HTMLResponse:
@@ -191,14 +157,9 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
     consents = open_consents(rt)
     recipients = Recipients(rt.audit, rt.clock)
     rate = PortalRate(rt)
-
-    def customer_of(cookie: str | None) -> str:
-        if not cookie:
-            raise NotSignedIn("sign in first")
-        customer = cookies.open("session", cookie)
-        if customer is None:
-            raise NotSignedIn("your session has ended; sign in again")
-        return customer
+    sessions = PortalSessions(rt.db.transaction, rt.clock, cookies, rt.settings.portal_session_s)
+    customer_of = sessions.customer_of
+    throttle = Throttle(rt.settings, rt.clock, rt.hasher)
 
     def csrf(cookie: str, what: str) -> str:
         return cookies.mac("csrf", f"{cookie}|{what}")
@@ -208,8 +169,8 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE,
-            cookies.seal("session", customer, SESSION_S),
-            max_age=SESSION_S,
+            sessions.start(customer),
+            max_age=sessions.lifetime_s,
             secure=True,
             httponly=True,
             samesite="lax",
@@ -224,7 +185,7 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
             notes = "".join(f"<p>{html.escape(note)}</p>" for note in exc.notes)
             body = f"<p>{html.escape(exc.message)}</p>{notes}"
             return _page(exc.title, body, exc.status_code)
-        if isinstance(exc, AuthorizeError | SignInFailed | NotSignedIn):
+        if isinstance(exc, AuthorizeError | SignInFailed | NotSignedIn | AccountError):
             return _page("Cannot continue", f"<p>{html.escape(exc.message)}</p>", exc.status_code)
         return error_json(type(exc).__name__, exc.message, exc.status_code)
 
@@ -282,7 +243,12 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
         next: Annotated[str, Form()] = "",
     ) -> Response:
         rate.sign_in(request)
-        customer = attempt(rt.db.transaction, accounts, username, password)
+        customer = throttle.guarded(
+            rt.db.transaction,
+            username,
+            source_of(request),
+            lambda session: accounts.sign_in(session, username, password),
+        )
         return signed_in(customer, "/oauth/authorize?" + next if next else "/me")
 
     @app.post(
@@ -333,13 +299,15 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
             code = issue_code(session, rt.clock, given, customer, appended.event.consent_id)
         return _back(given, {"code": code})
 
-    @app.post("/logout", summary="Sign out")
-    def logout() -> Response:
+    @app.post("/logout", summary="Sign out: the session ends on the server")
+    def logout(broker_session: Annotated[str | None, Cookie()] = None) -> Response:
+        sessions.end(broker_session)
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(COOKIE)
         return response
 
     app.include_router(_me_router(rt, customer_of, csrf, rate))
+    app.include_router(password_router(rt, sessions, throttle, csrf, _page, signed_in))
     if oidc.enabled:
         app.include_router(oidc_router(rt, oidc, cookies, signed_in, rate.sign_in))
     return app
@@ -505,6 +473,8 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> AP
             raise InvalidForm(f"to erase your data, confirm with {ERASE_CONFIRMATION!r}")
         actor = f"customer:{rt.hasher(customer)}"
         summary = erase_customer(rt, customer, actor, "the customer's erasure request (portal)")
+        with rt.db.transaction() as session:
+            end_all(session, customer)
         body = {
             "erased": True,
             "consents_withdrawn": summary["consents_withdrawn"],

@@ -33,6 +33,8 @@ def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
         portal_rate_per_s=0.01,
         portal_burst=BURST,
         portal_max_body_bytes=MAX_FORM,
+        portal_signin_free_failures=100,  # wrong passwords wait only for the bucket here
+        portal_signin_source_free_failures=1000,
     )
     prepare_data_dir(settings)
     init_keys(settings)
