@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -103,6 +103,26 @@ class Settings(BaseSettings):
     """The longest wait (production default 300 s): a stranger can slow an account, never lock
     it; after the wait the right password always signs in."""
 
+    # retention of the broker's own data
+    retention_readings_days: int = Field(default=730, ge=1, le=36_500)
+    """Days a meter's stored readings are kept, counted in whole UTC days before today
+    (production default 730: two years, for billing disputes); older reading days are deleted
+    by the retention job (``broker retention run``, and ``broker serve`` every
+    ``retention_interval_s``)."""
+    retention_delivery_bodies_days: int = Field(default=30, ge=1, le=3660)
+    """Days a webhook delivery's sealed body is kept after it was queued (production default
+    30); then the body is erased (its SHA-256 and the recipient's receipt stay as proof), and
+    a delivery still pending is dead-lettered."""
+    retention_decision_inputs_days: int = Field(default=365, ge=1, le=3660)
+    """Days the input of a release decision is kept for ``broker policy diff`` replays
+    (production default 365); then it is erased, and the decision's outcome, purpose,
+    recipient and tier stay for metrics."""
+    retention_portal_days: int = Field(default=7, ge=1, le=3660)
+    """Days an expired portal session, and a sign-in throttle row whose last failure and wait
+    are over, are kept (production default 7); then they are deleted."""
+    retention_interval_s: int = Field(default=3600, ge=60, le=7 * 86_400)
+    """How often ``broker serve`` runs the retention job (production default 3600 s)."""
+
     @property
     def development(self) -> bool:
         return self.mode is Mode.development
@@ -142,4 +162,11 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a bad value is a ``ConfigurationError`` naming it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"BROKER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None

@@ -27,6 +27,7 @@ from broker.cli import (
     policy,
     privacy,
     recipients,
+    retention,
     serve,
 )
 from broker.errors import BrokerError
@@ -50,6 +51,7 @@ app.add_typer(consent.app, name="consent")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(recipients.app, name="recipients")
 app.add_typer(deliveries.app, name="deliveries")
+app.add_typer(retention.app, name="retention")
 app.command("init")(db.init)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)

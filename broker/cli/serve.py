@@ -1,6 +1,7 @@
 """``broker serve``: the HTTPS API over TLS 1.3 with client certificates required, the
 customer portal beside it (TLS 1.3, server authenticated; customers sign in), and the push
-worker (consent expiry, push feeds, webhook deliveries every ``BROKER_PUSH_POLL_S``)."""
+worker (consent expiry, push feeds, webhook deliveries every ``BROKER_PUSH_POLL_S``) and the
+retention job (every ``BROKER_RETENTION_INTERVAL_S``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from broker.portal.serve import portal_context
 from broker.portal.web import portal_app
 from broker.release.feeds import FeedService
 from broker.release.pipeline import open_pipeline
+from broker.retention.service import open_retention
+from broker.retention.worker import RetentionLoop
 
 
 def serve(
@@ -43,8 +46,13 @@ def serve(
             poster = http_poster(push, server_identity(rt, open_ca(rt), actor()))
             loop = PushLoop(PushService(rt, feeds, push), poster, push.poll_s).start()
             console.print(f"push worker every {push.poll_s:g} s (webhooks over mutual TLS)")
+            every = rt.settings.retention_interval_s
+            purge = open_retention(rt.db, rt.audit, rt.clock, rt.settings)
+            retention = RetentionLoop(purge, every).start()
+            console.print(f"retention job every {every} s (BROKER_RETENTION_*)")
             try:
                 make_server(served.app, served.ctx, bind, at).run()
             finally:
+                retention.stop()
                 loop.stop()
                 poster.close()

@@ -6,7 +6,8 @@ subject feed, so erasing the customer crypto-shreds what waits to be sent), its 
 the state of its attempts. ``deletion_request`` holds what the broker asked a recipient to
 delete after a withdrawal, an expiry or an erasure: the signed request, the deadline, and the
 recipient's signed acknowledgement. Rows are updated only to record attempts, receipts and
-acknowledgements; none is deleted.
+acknowledgements, and by the retention job, which erases a body past its period
+(``broker.retention``); none is deleted.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Delivery(SQLModel, table=True):
     response_status: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     receipt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     """The recipient's signed receipt (compact JWS over the body digest), when it sent one."""
-    created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_us: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    """Indexed for the retention job, which erases bodies by age (migration 0015)."""
     delivered_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 

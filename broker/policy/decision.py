@@ -28,7 +28,7 @@ from broker.audit.events import AuditEvent, AuditSink
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SUBJECT_HASH_PREFIX, SubjectHasher, new_id
 from broker.policy.engine import UNDEFINED, EngineFailure, PolicyEngine
-from broker.policy.models import PolicyDecision
+from broker.policy.models import INPUT_PURGED, PolicyDecision
 
 DECISION_FIELDS = (
     "allow",
@@ -321,7 +321,11 @@ class DecisionLog:
 
     @staticmethod
     def read(session: Session, limit: int | None = None) -> list[dict[str, Any]]:
-        query = TABLE.select().order_by(TABLE.c.at_us, TABLE.c.decision_id)
+        query = (  # inputs erased by the retention job cannot be replayed
+            TABLE.select()
+            .where(TABLE.c.input_json != INPUT_PURGED)
+            .order_by(TABLE.c.at_us, TABLE.c.decision_id)
+        )
         if limit is not None:
             query = query.limit(limit)
         return [dict(row._mapping) for row in session.execute(query)]

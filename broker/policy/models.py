@@ -10,6 +10,10 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Boolean, Column, String, Text
 from sqlmodel import Field, SQLModel
 
+INPUT_PURGED = '{"purged":"retention"}'
+"""What ``input_json`` holds once the retention job erased the input (``broker.retention``):
+the decision is no longer replayed."""
+
 
 class PolicyDecision(SQLModel, table=True):
     __tablename__ = "policy_decision"
