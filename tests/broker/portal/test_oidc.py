@@ -321,6 +321,20 @@ def test_C2_2_a_linked_identity_signs_in_and_reaches_only_its_own_data(w: World)
         assert [c["consent_id"] for c in bob.get(f"{w.portal}/me/consents").json()] == [bob_consent]
 
 
+def test_C2_2_signing_out_ends_a_session_begun_at_the_provider(w: World) -> None:
+    """A sign-in at the provider gets a session kept on the server, as a password's does: the
+    cookie kept from before sign-out reaches nothing after it."""
+    with w.browser() as alice:
+        assert _sign_in(alice, w.portal).status_code == 303
+        saved = alice.cookies["broker_session"]
+        assert alice.get(f"{w.portal}/me/consents").status_code == 200
+        assert alice.post(f"{w.portal}/logout").status_code == 303
+    with w.browser() as replay:
+        replay.cookies.set("broker_session", saved)
+        assert replay.get(f"{w.portal}/me/consents").status_code == 401
+        assert replay.get(f"{w.portal}/me").headers["location"] == "/login"
+
+
 def test_R3_4_C2_2_a_consent_request_survives_the_round_trip_through_the_provider(
     w: World,
 ) -> None:
