@@ -16,9 +16,9 @@ A worker round:
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlmodel import col, select
@@ -30,7 +30,7 @@ from broker.delivery.outbox import HttpPoster, Outbox, Poster, push_client_conte
 from broker.delivery.settings import PushSettings
 from broker.delivery.signing import load_delivery_key
 from broker.errors import BrokerError
-from broker.kit.supervise import Supervised
+from broker.kit.supervise import Periodic
 from broker.oauth.settings import OAuthSettings
 from broker.recipients.models import Recipient
 from broker.release.feeds import STOPS_FEED, FeedService
@@ -141,37 +141,14 @@ class PushService:
         return report
 
 
-class PushLoop:
+class PushLoop(Periodic):
     """The worker round on a supervised thread, every ``poll_s`` seconds, until ``stop``: a round
-    that raises anything but a ``BrokerError`` is logged at CRITICAL and the worker is started
-    again (``broker.kit.supervise``), so pushes never stop silently; ``deaths`` counts them."""
+    failing with a ``BrokerError`` is tried again next time; anything else is logged at CRITICAL
+    and the worker is started again (``broker.kit.supervise``), so pushes never stop silently."""
 
     def __init__(self, service: PushService, post: Poster, poll_s: float) -> None:
-        self._service = service
-        self._post = post
-        self._poll_s = poll_s
-        self._stop = threading.Event()
-        self._worker = Supervised("push-worker", self._run, base_s=poll_s, cap_s=max(poll_s, 60))
-
-    @property
-    def deaths(self) -> int:
-        return self._worker.deaths
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._service.round(self._post)
-            except BrokerError as exc:  # e.g. the database went away: try again next round
-                logger.warning("push worker round failed: %s", exc)
-            self._stop.wait(self._poll_s)
-
-    def start(self) -> PushLoop:
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._worker.stop(timeout_s=30)
+        work = partial(service.round, post)
+        super().__init__("push-worker", work, poll_s, expected=(BrokerError,), log=logger)
 
 
 def http_poster(

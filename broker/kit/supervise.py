@@ -6,7 +6,9 @@ worker's ``body`` on a daemon thread; when ``body`` raises, the death is logged 
 its traceback, counted, handed to ``on_death`` (so the owner can raise an alarm in its status),
 and ``body`` is started again after an exponential backoff (``base_s`` doubling up to ``cap_s``;
 a body that ran longer than ``cap_s`` before dying starts over at ``base_s``). ``body`` returning
-normally ends the worker; so does ``stop``. Domain-free: the kit imports nothing else of ours.
+normally ends the worker; so does ``stop``. ``Periodic`` runs a round every interval on such a
+thread (the push worker and the retention job of ``broker serve``). Domain-free: the kit imports
+nothing else of ours.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +128,45 @@ class Supervised:
             self._on_death(death)
         except Exception:  # a broken alarm hook must not end the supervision either
             self._log.exception("the death hook of worker %s failed", self.name)
+
+
+class Periodic:
+    """``work`` every ``interval_s`` on a supervised thread named ``name``, until ``stop``. An
+    exception of ``expected`` (e.g. the database went away) is logged as a warning and the next
+    round comes as usual; any other one is a death: logged at CRITICAL, and the thread restarts
+    (``Supervised``, ``deaths`` counts them)."""
+
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[], object],
+        interval_s: float,
+        *,
+        expected: tuple[type[Exception], ...] = (),
+        log: logging.Logger | None = None,
+    ) -> None:
+        self._work, self._interval_s, self._expected = work, interval_s, expected
+        self._log = log or logger
+        self._stop = threading.Event()
+        backoff = min(interval_s, 60.0), max(interval_s, 60.0)
+        self._worker = Supervised(name, self._run, base_s=backoff[0], cap_s=backoff[1], log=log)
+
+    @property
+    def deaths(self) -> int:
+        return self._worker.deaths
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._work()
+            except self._expected as exc:
+                self._log.warning("%s round failed: %s", self._worker.name, exc)
+            self._stop.wait(self._interval_s)
+
+    def start(self) -> Self:
+        self._worker.start()
+        return self
+
+    def stop(self, timeout_s: float = 30) -> None:
+        self._stop.set()
+        self._worker.stop(timeout_s)

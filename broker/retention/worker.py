@@ -7,10 +7,9 @@ fill its audit log; ``broker retention run`` always is."""
 from __future__ import annotations
 
 import logging
-import threading
 
 from broker.errors import BrokerError
-from broker.kit.supervise import Supervised
+from broker.kit.supervise import Periodic
 from broker.retention.service import Retention, RunReport
 
 logger = logging.getLogger(__name__)
@@ -18,34 +17,13 @@ logger = logging.getLogger(__name__)
 ACTOR = "system:retention"
 
 
-class RetentionLoop:
+class RetentionLoop(Periodic):
     def __init__(self, retention: Retention, interval_s: float) -> None:
         self._retention = retention
-        self._interval_s = interval_s
-        self._stop = threading.Event()
         self.last: RunReport | None = None
-        self._worker = Supervised(
-            "retention", self._run, base_s=min(interval_s, 60), cap_s=max(interval_s, 60)
-        )
+        super().__init__("retention", self._once, interval_s, expected=(BrokerError,), log=logger)
 
-    @property
-    def deaths(self) -> int:
-        return self._worker.deaths
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.last = self._retention.run(ACTOR, audit_if_nothing=False)
-                if self.last.total:
-                    logger.info("retention purged %s", self.last.counts)
-            except BrokerError as exc:
-                logger.warning("retention run failed: %s", exc)
-            self._stop.wait(self._interval_s)
-
-    def start(self) -> RetentionLoop:
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._worker.stop(timeout_s=30)
+    def _once(self) -> None:
+        self.last = self._retention.run(ACTOR, audit_if_nothing=False)
+        if self.last.total:
+            logger.info("retention purged %s", self.last.counts)

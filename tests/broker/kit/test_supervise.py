@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from broker.kit.supervise import Death, Supervised
+from broker.kit.supervise import Death, Periodic, Supervised
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -93,3 +93,26 @@ def test_stop_ends_a_worker_waiting_to_restart() -> None:
 def test_bad_backoff_is_refused() -> None:
     with pytest.raises(ValueError, match="base_s"):
         Supervised("w", lambda: None, base_s=2, cap_s=1)
+
+
+def test_periodic_logs_expected_failures_and_survives_unexpected_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rounds: list[int] = []
+    enough = threading.Event()
+
+    def work() -> None:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise LookupError("the database went away")  # expected: next round as usual
+        if len(rounds) == 2:
+            raise RuntimeError("a bug")  # unexpected: a death, and a restart
+        enough.set()
+
+    periodic = Periodic("p", work, 0.001, expected=(LookupError,)).start()
+    assert enough.wait(20)
+    periodic.stop(20)
+    assert periodic.deaths == 1
+    levels = {r.getMessage().split(":")[0]: r.levelno for r in caplog.records}
+    assert levels["p round failed"] == logging.WARNING
+    assert any(r.levelno == logging.CRITICAL and "a bug" in r.getMessage() for r in caplog.records)
