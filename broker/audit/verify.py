@@ -5,7 +5,10 @@ syntax (by line), the manifest's signature, the checkpoint's signature and size,
 checkpoint and its consistency proof (a rolled-back log), every entry against the signed list
 of sequence numbers (dropped, duplicated, reordered, inserted) and its inclusion proof (any
 changed byte), and finally the end record (a truncated file). ``trusted_key`` pins the log key;
-without it the key in the file is used and the report says so.
+without it the key in the file is used, which proves only that the file is consistent with
+whatever key it carries (anyone can make such a file): the report then starts ``UNPINNED:`` and
+says authenticity was not checked, never ``OK:``, and ``broker audit verify`` fails unless
+``--allow-unpinned`` asks for the integrity check alone.
 """
 
 from __future__ import annotations
@@ -41,11 +44,17 @@ class VerifyReport:
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        pin = "pinned key" if self.key_pinned else "key NOT pinned (pass --trusted-key)"
+        """One line: ``OK:`` only when the key was pinned; ``UNPINNED:`` otherwise."""
         prev = f", consistent with checkpoint {self.previous_size}" if self.previous_size else ""
+        head = (
+            f"{self.entries} entries verified against checkpoint of size {self.tree_size} "
+            f"(root {self.root.hex()[:16]}…)"
+        )
+        if self.key_pinned:
+            return f"OK: {head}, signed by key {self.key_id} (pinned key){prev}"
         return (
-            f"OK: {self.entries} entries verified against checkpoint of size {self.tree_size} "
-            f"(root {self.root.hex()[:16]}…), signed by key {self.key_id} ({pin}){prev}"
+            f"UNPINNED: {head}{prev}, signed by key {self.key_id} taken from the file itself: "
+            "authenticity NOT checked (anyone can sign such a file; pass --trusted-key)"
         )
 
 

@@ -11,10 +11,14 @@ import typer
 from broker.audit.export import ExportFilters, export_bundle
 from broker.audit.verify import verify_bundle
 from broker.cli.common import console, runtime
-from broker.errors import ConfigurationError
+from broker.errors import BrokerError, ConfigurationError
 from broker.kit.clock import parse_rfc3339
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+
+class AuthenticityNotChecked(BrokerError):
+    """The export holds together, but no trusted key says who signed it."""
 
 
 def _time(value: str | None, option: str) -> datetime | None:
@@ -72,7 +76,22 @@ def verify(
     trusted_key: Annotated[
         str | None, typer.Option(help="The log's verifier key, or a file holding it.")
     ] = None,
+    allow_unpinned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unpinned",
+            help="Without --trusted-key, check integrity only and exit 0 (authenticity unchecked).",
+        ),
+    ] = False,
 ) -> None:
-    """Verify an export offline; exit 0 when everything holds, non-zero naming the first failure."""
+    """Verify an export offline; exit 0 when everything holds, non-zero naming the first failure.
+    Without --trusted-key nothing says who signed the file: exit non-zero unless
+    --allow-unpinned."""
     report = verify_bundle(file, _key_arg(trusted_key))
     print(report.summary())
+    if not report.key_pinned and not allow_unpinned:
+        raise AuthenticityNotChecked(
+            "authenticity not checked: the export verifies only against the key it carries; "
+            "pass --trusted-key with the log's verifier key (var/keys/audit-signing.pub), or "
+            "--allow-unpinned to accept an integrity check alone"
+        )

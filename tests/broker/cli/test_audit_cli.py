@@ -48,7 +48,8 @@ def test_export_with_filters_and_a_consistency_proof(
     ]
     assert main(["audit", "export", "--out", str(out), *args]) == 0
     capsys.readouterr()
-    assert main(["audit", "verify", str(out)]) == 0
+    key = str(data_dir / "keys" / "audit-signing.pub")
+    assert main(["audit", "verify", str(out), "--trusted-key", key]) == 0
     line = capsys.readouterr().out
     assert "OK: 1 entries" in line and "consistent with checkpoint 4" in line
 
@@ -72,3 +73,31 @@ def test_bad_time_and_bad_key_are_clear_errors(
     (tmp_path / "e").write_text("")
     assert main(["audit", "verify", str(tmp_path / "e"), "--trusted-key", "nonsense+key"]) == 1
     assert "--trusted-key" in capsys.readouterr().err
+
+
+def test_R4_2_without_a_pinned_key_verify_says_authenticity_was_not_checked(
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """R4.2, R4.3: an export made by anyone with a key of their own (here another broker's data
+    directory) verifies against the key it carries; without ``--trusted-key`` the command must
+    not print ``OK:`` and must fail, unless ``--allow-unpinned`` asks for the integrity check
+    alone, and then it says plainly that authenticity was not checked."""
+    ours = data_dir / "keys" / "audit-signing.pub"
+    monkeypatch.setenv("BROKER_DATA_DIR", str(tmp_path / "impostor"))
+    assert main(["init"]) == 0
+    forged = tmp_path / "forged.jsonl"
+    assert main(["audit", "export", "--out", str(forged)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(forged)]) == 1
+    captured = capsys.readouterr()
+    assert "OK" not in captured.out
+    assert "authenticity NOT checked" in captured.out
+    assert "--trusted-key" in captured.err and "--allow-unpinned" in captured.err
+    assert main(["audit", "verify", str(forged), "--allow-unpinned"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("UNPINNED: 1 entries") and "authenticity NOT checked" in line
+    assert main(["audit", "verify", str(forged), "--trusted-key", str(ours)]) == 1
+    assert "not by the trusted key" in capsys.readouterr().err
