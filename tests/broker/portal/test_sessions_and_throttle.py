@@ -171,6 +171,17 @@ def test_C2_2_a_password_change_ends_every_session_of_the_customer(make_rt: Make
             assert _sign_in(later, "alice", new).status_code == 303
 
 
+def test_C2_2_R3_4_an_erasure_ends_every_session_of_the_customer(make_rt: MakeRt) -> None:
+    """Erasing their data in one browser signs the customer out in every other one too."""
+    rt = make_rt()
+    with _portal(rt) as base, _browser(rt, base) as here, _browser(rt, base) as there:
+        assert _sign_in(here, "bob").status_code == 303
+        assert _sign_in(there, "bob").status_code == 303
+        elsewhere = there.cookies["broker_session"]
+        assert here.post("/me/erase", data={"confirm": "erase my data"}).status_code == 200
+        _signed_out(rt, base, elsewhere)
+
+
 def _until_answered(attempt: Callable[[], httpx.Response], says: str) -> httpx.Response:
     """Repeat ``attempt`` while it is asked to wait (each wait a 429 saying ``says``), up to a
     deadline; the first other answer."""
