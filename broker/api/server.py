@@ -3,6 +3,10 @@
 Uvicorn does not put the client certificate into the ASGI scope, so ``PeerCertH11Protocol``
 does it, in this one place: on each connection it reads the verified peer certificate from the
 TLS object and sets ``scope["extensions"]["tls"]`` (the ASGI TLS extension) on every request.
+It also bounds how long a client may take to send a request's headers (h11 has no such bound):
+from the handshake, or from the first byte of a request on a kept-alive connection, the headers
+must be complete within ``BROKER_HTTP_HEADER_TIMEOUT_S``, or the connection is closed
+(slowloris). Servers send no ``Server`` banner.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
 from broker.api.app import create_app
+from broker.api.hardening import HttpTimeouts, timeouts_of
 from broker.api.tls import RevocationCheck, server_context
-from broker.ca.service import open_ca, server_identity
+from broker.ca.service import open_ca, recorded_fingerprints, server_identity
 from broker.oauth.settings import OAuthSettings
 from broker.runtime import Runtime
 from connectors.mdms.limits import Limits
@@ -31,9 +38,54 @@ from connectors.mdms.limits import Limits
 logger = logging.getLogger(__name__)
 
 
+class HardenedConfig(uvicorn.Config):
+    """uvicorn's configuration and the header timeout ``PeerCertH11Protocol`` enforces."""
+
+    header_timeout_s: float = HttpTimeouts.header_s
+
+
 class PeerCertH11Protocol(H11Protocol):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._header_timeout_s = getattr(config, "header_timeout_s", HttpTimeouts.header_s)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def _await_headers(self) -> None:
+        """Start the header clock unless it runs already (more bytes do not extend it)."""
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self._header_timeout_s, self._too_slow)
+
+    def _headers_arrived(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            logger.info("closing a connection whose request headers did not arrive in time")
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self._await_headers()  # a request has begun, its headers are not complete
+        else:
+            self._headers_arrived()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_arrived()
+        super().connection_lost(exc)
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._await_headers()
         ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         if der is None:
@@ -49,16 +101,21 @@ class PeerCertH11Protocol(H11Protocol):
 
 
 def make_server(app: FastAPI, ctx: ssl.SSLContext, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(
+    """A uvicorn server of ``app`` over ``ctx``, with the timeouts recorded on the app
+    (``broker.api.hardening``) and no ``Server`` banner."""
+    timeouts = timeouts_of(app)
+    config = HardenedConfig(
         app,
         host=host,
         port=port,
         http=PeerCertH11Protocol,
         lifespan="off",
         log_level="warning",
-        timeout_keep_alive=5,
+        timeout_keep_alive=timeouts.keepalive_s,
+        server_header=False,
         proxy_headers=False,  # a client's address is the connection's, never X-Forwarded-For
     )
+    config.header_timeout_s = timeouts.header_s
     config.load()
     config.ssl = ctx
     return uvicorn.Server(config)
@@ -161,6 +218,6 @@ def build(
     resign()
     cert, key = server_identity(rt, ca, actor)
     ctx = server_context(ca.cert_path, ca.crl_path, cert, key)
-    revocations = RevocationCheck(ca.crl_path, ctx)
+    revocations = RevocationCheck(ca.crl_path, ctx, recorded_fingerprints(rt))
     app = create_app(revocations, rt, limits, oauth)
     return Served(app, ctx, CrlKeeper(revocations, resign, poll_s))

@@ -3,7 +3,8 @@
 SQLite and PostgreSQL behave the same here: SQLite runs in WAL mode with ``BEGIN IMMEDIATE``
 (a writer takes the write lock when its transaction starts, as ``SELECT ... FOR UPDATE`` does on
 PostgreSQL), foreign keys on, and a busy timeout instead of instant "database is locked" errors.
-Services add and flush; only ``Database.transaction()`` commits.
+Services add and flush; only ``Database.transaction()`` commits. No statement sends text with
+a NUL or another control character (``broker.storage.guard``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from broker.errors import StorageUnavailable
+from broker.storage.guard import refuse_control_text
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -54,9 +56,14 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 def make_engine(url: str) -> Engine:
+    """The engine of ``url``; no statement of it sends text with a control character
+    (``broker.storage.guard``)."""
     if make_url(url).get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        engine = _sqlite_engine(url)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    refuse_control_text(engine)
+    return engine
 
 
 def is_postgres(engine: Engine) -> bool:
