@@ -17,7 +17,9 @@ narrowed after the feed was made.
 
 Cursors are opaque: ``<feed id>.<day>.<mac>`` in base64url, the MAC a keyed hash (the broker's
 subject-hash key) of the feed id and the day, so a cursor cannot be forged, edited, or used on
-another feed.
+another feed. A page is released once (``broker.release.once``): asking again with a cursor
+whose page was released is refused (``PageAlreadyReleased``, 409), naming that release and the
+next cursor; its data is not handed out a second time.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from broker.recipients.models import Recipient
 from broker.recipients.service import purposes_of
 from broker.release.formats import Body, check_format, serialise
 from broker.release.models import Feed
+from broker.release.once import refuse_released
 from broker.release.pipeline import ReleaseDenied, ReleaseOptions, ReleasePipeline
 from broker.storage.db import Database
 
@@ -305,6 +308,7 @@ class FeedService:
             next_cursor = None if done else self.cursor(feed_id, day)
             return Page(serialise(_empty(), fmt, meta), next_cursor, None, 0)
         start = datetime.fromtimestamp(day * DAY_S, UTC)
+        refuse_released(session, feed, to_us(start), self.cursor)  # a page is released once
         end = datetime.fromtimestamp(end_day * DAY_S, UTC)
         if feed.period_to_us is not None:
             end = min(end, from_us(feed.period_to_us))

@@ -17,6 +17,9 @@ first day), so with one release per start day the released pages of a feed never
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -25,6 +28,7 @@ from broker.release.models import Feed, ReleaseRecord
 
 UNIQUE_PAGE = "uq_release_feed_period"
 _SQLITE_PAGE = "release.feed_id, release.period_from_us"
+DAY_US = 86_400 * 1_000_000
 
 
 class PageAlreadyReleased(BrokerError):
@@ -52,3 +56,25 @@ def recorded_page(session: Session, feed_id: str, period_from_us: int) -> Releas
         col(ReleaseRecord.feed_id) == feed_id, col(ReleaseRecord.period_from_us) == period_from_us
     )
     return session.exec(query).first()
+
+
+def refuse_released(
+    session: Session, feed: Feed, period_from_us: int, cursor: Callable[[str, int], str]
+) -> None:
+    """Refuse (409) the page of ``feed`` starting at ``period_from_us`` when it was released
+    before, naming its release and the cursor of the page after it (``cursor(feed_id, day)``),
+    so a recipient whose answer was lost can carry on; its data is not handed out again."""
+    done = recorded_page(session, feed.feed_id, period_from_us)
+    if done is None:
+        return
+    start = datetime.fromtimestamp(period_from_us / 1e6, UTC).isoformat()
+    end_us = done.period_to_us if done.period_to_us is not None else period_from_us + DAY_US
+    end_day = -(-end_us // DAY_US)
+    more = feed.period_to_us is None or end_day < -(-feed.period_to_us // DAY_US)
+    after = "it was the feed's last page"
+    if more:
+        after = f"the next page's cursor is {cursor(feed.feed_id, end_day)}"
+    raise PageAlreadyReleased(
+        f"feed {feed.feed_id}'s page from {start} was already released "
+        f"(release {done.release_id}); {after}"
+    )

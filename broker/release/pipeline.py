@@ -359,7 +359,8 @@ class ReleasePipeline:
                 raise
             raise PageAlreadyReleased(
                 f"feed {options.feed_id}'s page from {request.period_from.isoformat()} was "
-                "already released (by a concurrent request or broker process)"
+                "released by a concurrent request or broker process; ask again with the same "
+                "cursor for its release id and the next cursor"
             ) from exc
         members = made.members
         if members:

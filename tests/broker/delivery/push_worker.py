@@ -17,6 +17,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from broker.delivery.egress import Egress
 from broker.delivery.service import PushService, http_poster
 from broker.delivery.settings import PushSettings
 from broker.kit.clock import FixedClock
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
     push = PushSettings(timeout_s=10.0, max_attempts=8, backoff_base_s=0.01, backoff_cap_s=0.01)
     feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
     service = PushService(rt, feeds, push)
-    poster = http_poster(push, (Path(cert), Path(key)))
+    poster = http_poster(push, (Path(cert), Path(key)), Egress.of(rt.settings))
     deadline = time.monotonic() + START_DEADLINE_S
     while not Path(go).exists():  # a start line for all workers, polled with a deadline
         if time.monotonic() > deadline:
