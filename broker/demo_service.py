@@ -263,7 +263,7 @@ def service_story(rt: Runtime, customer: str, out: Path, first_day: datetime) ->
                 f"at /oauth/token for a bound token naming {consent_id}; "
                 f"redeemed again: {replayed}"
             )
-            ems_token = _token(ems, EMS, "ems:read")
+            ems_token = _token(ems, EMS, "ems:read ems:write")
             mine = {"Authorization": f"Bearer {app_token}"}
             feed = _feed(app, app_token, purpose="personalised_service", granularity="hourly",
                          scope="subject", subject=customer, period_from=since,
@@ -318,7 +318,8 @@ def service_story(rt: Runtime, customer: str, out: Path, first_day: datetime) ->
                 _push_until(push, post, lambda: bool(receiver.deletion_requests))
                 (request,) = receiver.deletion_requests
                 ack = receiver.acknowledge(request)
-                acked = app.post(f"/v1/deletions/{request['deletion_id']}/ack", headers=mine,
+                erasing = {"Authorization": f"Bearer {_token(app, APP, 'deletions:write')}"}
+                acked = app.post(f"/v1/deletions/{request['deletion_id']}/ack", headers=erasing,
                                  json={"ack": ack})  # fmt: skip
                 story["deletion"] = (
                     f"signed deletion request for {len(request['release_ids'])} release(s) "
@@ -362,7 +363,7 @@ def _without_consent(
 ) -> dict[str, str]:
     """insight-co has no consent: the customer's data and research data are both refused, with
     the policy's reasons."""
-    token = _token(other, OTHER, "feeds:read")
+    token = _token(other, OTHER, "feeds:read feeds:write")
     theirs = {"Authorization": f"Bearer {token}"}
     out = {}
     asks: dict[str, dict[str, Any]] = {

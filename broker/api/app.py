@@ -3,7 +3,9 @@
 Every route depends on ``current_peer``: the client certificate the TLS layer verified, checked
 again against the current CRL. One error shape for every ``BrokerError``, every request FastAPI
 cannot validate and every unknown route: ``{"error": <class name>, "detail": <message>}``,
-documented for every operation of ``/openapi.json`` (``broker.api.schemas``).
+documented for every operation of ``/openapi.json`` (``broker.api.schemas``). What each route
+needs (a bound token's scope, a certificate's role) comes from one table
+(``broker.oauth.scopes.ROUTES``, ``broker.api.access``); the document names it per operation.
 
 Limits before any work (T7, C1.8, ``broker.api.limits``): every body is bounded
 (``BROKER_API_MAX_BODY_BYTES``, 413), except on the two routes that bound their own (MDMS ingest,
@@ -14,8 +16,6 @@ with those dependencies (the OpenAPI document then names its 429 too).
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -24,7 +24,7 @@ from broker.api.delivery import install_delivery
 from broker.api.feeds import feeds_router
 from broker.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, ClientRate, client_rate
 from broker.api.mdms import mdms_router
-from broker.api.oauth import Caller, InsufficientScope, install_oauth, require_token
+from broker.api.oauth import install_oauth
 from broker.api.peer import PeerDep
 from broker.api.regulator import regulator_router
 from broker.api.schemas import (
@@ -42,7 +42,7 @@ from broker.release.pipeline import open_pipeline
 from broker.runtime import Runtime, limit_settings
 from connectors.mdms.limits import Limits
 
-__all__ = ["OWN_BODY_BOUNDS", "ClientRate", "Health", "create_app", "feed_recipient"]
+__all__ = ["OWN_BODY_BOUNDS", "ClientRate", "Health", "create_app"]
 OWN_BODY_BOUNDS = frozenset({"/mdms/v1/frames", "/oauth/token"})
 """Routes that read their bodies themselves, up to their own bounds (413 beyond)."""
 
@@ -51,14 +51,6 @@ class Health(BaseModel):
     status: str
     peer: str
     role: str | None
-
-
-def feed_recipient(caller: Annotated[Caller, Depends(require_token())]) -> str:
-    """Feeds are for callers with a certificate-bound token that may read feeds: third parties
-    (``feeds:read``) and the operator's EMS (``ems:read``, aggregate feeds only by policy)."""
-    if not caller.scopes & {"feeds:read", "ems:read"}:
-        raise InsufficientScope(["feeds:read"])
-    return caller.recipient_id
 
 
 async def _broker_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -94,8 +86,8 @@ def create_app(
         app.include_router(regulator_router(rt), dependencies=rate)
         install_oauth(app, rt, oauth)
         feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
-        app.include_router(feeds_router(feeds, feed_recipient), dependencies=rate)
-        install_delivery(app, rt, feed_recipient, rate)
+        app.include_router(feeds_router(feeds), dependencies=rate)  # scopes: ROUTES
+        install_delivery(app, rt, rate)
     app.add_middleware(BodyLimit, max_bytes=max_body, exempt=OWN_BODY_BOUNDS)
 
     @app.get("/healthz", summary="Liveness, and who the server thinks you are")

@@ -9,23 +9,27 @@
 - ``GET /v1/regulator/deletions``: every recipient's requests, ``status=overdue`` for those
   past their deadline without an acknowledgement (role ``regulator``; audited).
 
+Each route takes what it needs from the one table (``broker.oauth.scopes.ROUTES``):
+deliveries take ``feeds:read`` (``ems:read``); deletion requests ``deletions:read``, their
+acknowledgement ``deletions:write``; the regulator's view a ``regulator`` certificate; the key
+set any certificate of the broker's CA.
+
 No ``from __future__ import annotations``: FastAPI resolves the routes' annotations.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from broker.api.peer import PeerDep
+from broker.api.access import Caller, access
 from broker.api.schemas import ErrorBody
 from broker.audit.events import AuditEvent
 from broker.delivery import deletion
 from broker.delivery.outbox import delivery_json
 from broker.delivery.service import open_deletions, open_outbox
 from broker.delivery.signing import load_delivery_key, public_jwk
-from broker.errors import Forbidden
 from broker.runtime import Runtime
 
 DeletionStatusQuery = Annotated[
@@ -49,14 +53,12 @@ class Acknowledgement(BaseModel):
     )
 
 
-def install_delivery(
-    app: FastAPI, rt: Runtime, recipient: Callable[..., str], dependencies: Sequence[Any] = ()
-) -> None:
+def install_delivery(app: FastAPI, rt: Runtime, dependencies: Sequence[Any] = ()) -> None:
     """The delivery routes; ``dependencies`` (the per-client rate limit) apply to each."""
-    app.include_router(delivery_router(rt, recipient), dependencies=list(dependencies))
+    app.include_router(delivery_router(rt), dependencies=list(dependencies))
 
 
-def delivery_router(rt: Runtime, recipient: Callable[..., str]) -> APIRouter:
+def delivery_router(rt: Runtime) -> APIRouter:
     router = APIRouter(
         tags=["delivery"],
         responses={
@@ -64,30 +66,35 @@ def delivery_router(rt: Runtime, recipient: Callable[..., str]) -> APIRouter:
             403: {"model": ErrorBody, "description": "not allowed for this caller"},
         },
     )
-    Recipient = Annotated[str, Depends(recipient)]
+    KeySet = Annotated[Caller, Depends(access("GET", "/.well-known/jwks.json"))]
+    Deliveries = Annotated[Caller, Depends(access("GET", "/v1/deliveries"))]
+    Deletions = Annotated[Caller, Depends(access("GET", "/v1/deletions"))]
+    Ack = Annotated[Caller, Depends(access("POST", "/v1/deletions/{deletion_id}/ack"))]
+    Regulator = Annotated[Caller, Depends(access("GET", "/v1/regulator/deletions"))]
     outbox = open_outbox(rt)
     deletions = open_deletions(rt, outbox)
     jwks = {"keys": [public_jwk(load_delivery_key(rt.settings))]}
 
     @router.get("/.well-known/jwks.json", summary="The broker's delivery signing keys (JWKS)")
-    def keys(_peer: PeerDep) -> dict[str, Any]:
+    def keys(_who: KeySet) -> dict[str, Any]:
         return jwks
 
     @router.get("/v1/deliveries", summary="Your webhook deliveries and their receipts")
     def my_deliveries(
-        who: Recipient,
+        who: Deliveries,
         status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
         limit: Limit = 100,
     ) -> list[dict[str, Any]]:
         with rt.db.transaction() as session:
-            return [delivery_json(r) for r in outbox.deliveries(session, who, status, limit)]
+            found = outbox.deliveries(session, who.recipient_id, status, limit)
+            return [delivery_json(r) for r in found]
 
     @router.get("/v1/deletions", summary="Deletion requests addressed to you")
     def my_deletions(
-        who: Recipient, status: DeletionStatusQuery = None, limit: Limit = 100
+        who: Deletions, status: DeletionStatusQuery = None, limit: Limit = 100
     ) -> list[dict[str, Any]]:
         with rt.db.transaction() as session:
-            return deletion.find(session, rt.clock.now(), status, who, limit)
+            return deletion.find(session, rt.clock.now(), status, who.recipient_id, limit)
 
     @router.post(
         "/v1/deletions/{deletion_id}/ack",
@@ -98,9 +105,9 @@ def delivery_router(rt: Runtime, recipient: Callable[..., str]) -> APIRouter:
             422: {"model": ErrorBody, "description": "the acknowledgement does not verify"},
         },
     )
-    def acknowledge(deletion_id: str, body: Acknowledgement, who: Recipient) -> dict[str, Any]:
+    def acknowledge(deletion_id: str, body: Acknowledgement, who: Ack) -> dict[str, Any]:
         with rt.db.transaction() as session:
-            return deletions.acknowledge(session, who, deletion_id, body.ack)
+            return deletions.acknowledge(session, who.recipient_id, deletion_id, body.ack)
 
     @router.get(
         "/v1/regulator/deletions",
@@ -108,13 +115,12 @@ def delivery_router(rt: Runtime, recipient: Callable[..., str]) -> APIRouter:
         summary="Deletion requests of every recipient; status=overdue for missed deadlines",
     )
     def regulator_deletions(
-        peer: PeerDep,
+        regulator: Regulator,
         status: DeletionStatusQuery = None,
         recipient: Annotated[str | None, Query(max_length=120)] = None,
         limit: Limit = 100,
     ) -> list[dict[str, Any]]:
-        if peer.role != "regulator":
-            raise Forbidden(f"{peer.name} (role {peer.role}) is not a regulator")
+        peer = regulator.peer
         with rt.db.transaction() as session:
             found = deletion.find(session, rt.clock.now(), status, recipient, limit)
             details = {"what": "deletions", "status": status, "recipient": recipient}

@@ -1,9 +1,12 @@
 """Pull-feed routes: ``POST /v1/feeds``, ``GET /v1/feeds/{id}``, ``GET /v1/feeds/{id}/data``,
 ``DELETE /v1/feeds/{id}``.
 
-The router takes the dependency that names the calling recipient: OAuth's bound-token
-dependency when it is wired in (``broker.oauth``), the client certificate's name until then. A
-recipient reaches only its own feeds; another's answers 404, as if it did not exist.
+Each route takes its scope from the one table (``broker.oauth.scopes.ROUTES``, through
+``broker.api.access.access`` or a stand-in a test passes as ``guard``): reading takes
+``feeds:read`` (``ems:read``), creating and cancelling ``feeds:write`` (``ems:write``). A token
+narrowed with ``purpose:`` or ``consent:`` reaches only feeds within it (``broker.release.bounds``):
+checked before a subscription is stored and before a page is released. A recipient reaches only
+its own feeds; another's answers 404, as if it did not exist.
 
 No ``from __future__ import annotations`` here: FastAPI resolves the routes' annotations, and
 the recipient dependency is local to the factory.
@@ -16,7 +19,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from broker.api.access import Caller, access
 from broker.api.schemas import error_responses
+from broker.release.bounds import FeedShape, check_within
 from broker.release.feeds import MAX_DAYS, FeedService, FeedSpec
 from broker.release.formats import MEDIA_TYPES
 
@@ -50,8 +55,14 @@ _STOPPED = (
     "FeedStopped: the feed is stopped (by the recipient, its consent ended, or its purpose left "
     "your registration)"
 )
+_STOPPED_OR_RELEASED = _STOPPED + (
+    "; PageAlreadyReleased: this cursor's page was released already, by an earlier or a "
+    "concurrent request (the detail names that release and the next cursor; a page is released "
+    "once)"
+)
 _CALLER = (
-    "Forbidden or InsufficientScope: the certificate is revoked, or the token lacks a feeds scope"
+    "Forbidden or InsufficientScope: the certificate is revoked, the token lacks the route's "
+    "scope, or the feed is outside the token's purpose: or consent: narrowing"
 )
 _NOT_REGISTERED = (
     "PurposeNotRegistered: the purpose is not one you are registered for (the detail names it "
@@ -75,9 +86,27 @@ _PAGE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def feeds_router(service: FeedService, recipient: Callable[..., str]) -> APIRouter:
+def feeds_router(
+    service: FeedService, guard: Callable[[str, str], Callable[..., Caller]] = access
+) -> APIRouter:
     router = APIRouter(prefix="/v1/feeds", tags=["feeds"])
-    Recipient = Annotated[str, Depends(recipient)]
+    Reader = Annotated[Caller, Depends(guard("GET", "/v1/feeds/{feed_id}"))]
+    Puller = Annotated[Caller, Depends(guard("GET", "/v1/feeds/{feed_id}/data"))]
+    Creator = Annotated[Caller, Depends(guard("POST", "/v1/feeds"))]
+    Stopper = Annotated[Caller, Depends(guard("DELETE", "/v1/feeds/{feed_id}"))]
+
+    def within(who: Caller, feed: FeedShape) -> None:
+        """Refuse a feed outside the token's narrowing (before anything is stored or
+        released)."""
+        with service.db.transaction() as session:
+            check_within(session, service.pipeline.consents, who.narrowing, who.recipient_id, feed)
+
+    def own(who: Caller, feed_id: str) -> dict[str, Any]:
+        """The caller's feed (404 if not theirs), if within the token's narrowing."""
+        feed = service.get(who.recipient_id, feed_id)
+        within(who, FeedShape(feed["purpose"], feed["scope"], feed["subject"],
+                              feed["categories"], feed["granularity"]))  # fmt: skip
+        return feed
 
     @router.post(
         "",
@@ -85,43 +114,49 @@ def feeds_router(service: FeedService, recipient: Callable[..., str]) -> APIRout
         summary="Subscribe to a feed",
         responses=error_responses(403, 422, s403=f"{_NOT_REGISTERED}. {_CALLER}", s422=_INVALID),
     )
-    def subscribe(body: FeedCreate, who: Recipient) -> dict[str, Any]:
+    def subscribe(body: FeedCreate, who: Creator) -> dict[str, Any]:
         spec = FeedSpec(
             body.purpose, tuple(body.categories), body.granularity, body.scope, body.format,
             body.subject, tuple(body.groups), body.tier, body.period_from, body.period_to,
             body.delivery,
         )  # fmt: skip
-        return service.subscribe(who, spec)
+        within(who, FeedShape(spec.purpose, spec.scope, spec.subject, spec.categories,
+                              spec.granularity))  # fmt: skip
+        return service.subscribe(who.recipient_id, spec)
 
-    @router.get("/{feed_id}", summary="A feed of the caller's", responses=error_responses(404))
-    def get(feed_id: str, who: Recipient) -> dict[str, Any]:
-        return service.get(who, feed_id)
+    @router.get("/{feed_id}", summary="A feed of the caller's", responses=error_responses(403, 404))
+    def get(feed_id: str, who: Reader) -> dict[str, Any]:
+        return own(who, feed_id)
 
     @router.get(
         "/{feed_id}/data",
         summary="The next page of a feed (one pipeline run)",
         response_class=Response,
         responses=_PAGE
-        | error_responses(403, 404, 409, 422, s403=_REFUSED, s409=_STOPPED, s422=_INVALID),
+        | error_responses(
+            403, 404, 409, 422, s403=_REFUSED, s409=_STOPPED_OR_RELEASED, s422=_INVALID
+        ),
     )
     def data(
         feed_id: str,
-        who: Recipient,
+        who: Puller,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
         format: Annotated[str | None, Query(max_length=16)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_DAYS)] = 1,
     ) -> Response:
-        page = service.page(who, feed_id, cursor, limit, format)
+        own(who, feed_id)  # a feed's purpose, customer and data never change: checked once
+        page = service.page(who.recipient_id, feed_id, cursor, limit, format)
         headers = {"X-Release-Id": page.release_id or ""}
         if page.next_cursor:
             headers["X-Next-Cursor"] = page.next_cursor
         return Response(page.body.content, media_type=page.body.media_type, headers=headers)
 
     @router.delete(
-        "/{feed_id}", status_code=204, summary="Stop a feed", responses=error_responses(404)
+        "/{feed_id}", status_code=204, summary="Stop a feed", responses=error_responses(403, 404)
     )
-    def stop(feed_id: str, who: Recipient) -> Response:
-        service.stop(who, feed_id)
+    def stop(feed_id: str, who: Stopper) -> Response:
+        own(who, feed_id)
+        service.stop(who.recipient_id, feed_id)
         return Response(status_code=204)
 
     return router

@@ -3,9 +3,11 @@
 ``oauth_router`` serves ``POST /oauth/token`` (client credentials; ``tls_client_auth`` or
 ``private_key_jwt``, see ``broker.oauth.server``). Limits come before any work: the body is
 read up to ``max_body_bytes`` (413) and each client certificate has a token bucket of requests
-(429 + Retry-After). ``require_token(*scopes)`` is the dependency of resource routes: the token
-must be the broker's, unexpired, for its audience, shown over a connection whose certificate is
-the one it is bound to, of a recipient still active, and carry every scope named.
+(429 + Retry-After). ``TokenGuard`` checks the token of a resource route: it must be the
+broker's, unexpired, for its audience, shown over a connection whose certificate is the one it
+is bound to, of a recipient still active and not issued before the recipient's last suspension
+(a reinstatement does not revive it), and carry the route's scope: one of those ``ROUTES`` names
+for it (``broker.api.access``), or every one named by ``require_token(*scopes)``.
 
 Wiring: ``install_oauth(app, rt)`` sets ``app.state.token_guard`` and includes the routers.
 """
@@ -13,7 +15,6 @@ Wiring: ``install_oauth(app, rt)`` sets ``app.state.token_guard`` and includes t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -22,15 +23,18 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from broker.api.access import Caller
 from broker.api.mdms import _read_body
 from broker.api.peer import PeerDep
 from broker.api.recipients import recipients_router
 from broker.api.schemas import ErrorBody
 from broker.api.tls import Peer
-from broker.errors import BrokerError, Throttled
+from broker.errors import Throttled
+from broker.kit.clock import from_us, to_rfc3339
+from broker.oauth.scopes import Access, InsufficientScope, missing
 from broker.oauth.server import BrokerAuthorizationServer
 from broker.oauth.settings import OAuthSettings
-from broker.oauth.tokens import AccessToken, InvalidToken, TokenCodec, load_token_key, thumbprint
+from broker.oauth.tokens import InvalidToken, TokenCodec, load_token_key, thumbprint
 from broker.recipients.models import Recipient, Status
 from broker.runtime import Runtime
 from broker.storage.db import Database
@@ -53,27 +57,6 @@ class OAuthErrorBody(BaseModel):
     error_description: str | None = None
 
 
-class InsufficientScope(BrokerError):
-    """The token lacks a scope the route needs (RFC 6750 ``insufficient_scope``)."""
-
-    status_code = 403
-
-    def __init__(self, missing: list[str]) -> None:
-        super().__init__(f"the access token lacks the scope {' '.join(missing)}")
-        scope = " ".join(missing)
-        self.headers = {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'}
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who a resource call comes from: the verified token and the connection's certificate."""
-
-    recipient_id: str
-    scopes: frozenset[str]
-    peer: Peer
-    token: AccessToken
-
-
 class TokenGuard:
     """Checks bearer tokens for resource routes (one per app, in ``app.state.token_guard``)."""
 
@@ -81,6 +64,22 @@ class TokenGuard:
         self._codec, self._db = codec, db
 
     def check(self, authorization: str | None, peer: Peer, needed: tuple[str, ...]) -> Caller:
+        """The caller, if its token is valid here and carries every scope in ``needed``."""
+        caller = self._verified(authorization, peer)
+        lacking = sorted(set(needed) - caller.scopes)
+        if lacking:
+            raise InsufficientScope(lacking)
+        return caller
+
+    def check_access(self, authorization: str | None, peer: Peer, access: Access) -> Caller:
+        """The caller, if its token is valid here and carries one of ``access.scopes``."""
+        caller = self._verified(authorization, peer)
+        refused = missing(access, caller.scopes)
+        if refused is not None:
+            raise refused
+        return caller
+
+    def _verified(self, authorization: str | None, peer: Peer) -> Caller:
         scheme, _, value = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise InvalidToken("send the access token as 'Authorization: Bearer <token>'")
@@ -90,11 +89,15 @@ class TokenGuard:
         with self._db.transaction() as session:
             recipient = session.get(Recipient, token.recipient_id)
             status = recipient.status if recipient else "unknown"
+            suspended_us = recipient.suspended_us if recipient else None
         if status != Status.active:
             raise InvalidToken(f"recipient {token.recipient_id} is {status}")
-        missing = sorted(set(needed) - token.scopes)
-        if missing:
-            raise InsufficientScope(missing)
+        if suspended_us is not None and token.issued_at * 1_000_000 <= suspended_us:
+            # iat has whole seconds: a token of the suspension's second is refused too
+            raise InvalidToken(
+                f"the access token was issued before {token.recipient_id} was suspended "
+                f"(at {to_rfc3339(from_us(suspended_us))}); ask for a new token"
+            )
         return Caller(token.recipient_id, token.scopes, peer, token)
 
 
@@ -102,12 +105,12 @@ def require_token(*needed: str) -> Callable[..., Any]:
     """A dependency: the caller's verified, bound token with every scope in ``needed``."""
 
     async def dependency(request: Request, peer: PeerDep) -> Caller:
-        # marked ``bound_token`` below: /openapi.json names the token on these operations
+        # marked below: /openapi.json names the token and its scopes on these operations
         guard: TokenGuard = request.app.state.token_guard
         header = request.headers.get("authorization")
         return await anyio.to_thread.run_sync(guard.check, header, peer, needed)
 
-    dependency.bound_token = True  # type: ignore[attr-defined]
+    dependency.security = [{"mutualTLS": [], "boundToken": list(needed)}]  # type: ignore[attr-defined]
     return dependency
 
 
@@ -197,5 +200,14 @@ def install_oauth(
 
 
 CallerDep = Annotated[Caller, Depends(require_token())]
-"""A caller with a valid bound token, whatever its scopes (routes that need a scope use
-``Depends(require_token("feeds:read"))``)."""
+"""A caller with a valid bound token, whatever its scopes (the API's routes take theirs from
+``ROUTES`` with ``broker.api.access.access``)."""
+
+__all__ = [
+    "Caller",
+    "CallerDep",
+    "InsufficientScope",
+    "TokenGuard",
+    "install_oauth",
+    "require_token",
+]

@@ -1,7 +1,8 @@
 """The recipients registry over HTTPS (C3.2, R3.3): onboarding and cutting off recipients.
 
-Management needs an ``operator`` or ``broker`` certificate; a recipient may read its own record
-and register its own assertion keys. Request bodies forbid unknown fields (no mass assignment:
+Management needs an ``operator`` or ``broker`` certificate; a recipient may read its own record,
+renew its certificate and register its own assertion keys (each route's roles are in the one
+table, ``broker.oauth.scopes.ROUTES``). Request bodies forbid unknown fields (no mass assignment:
 status and times are never taken from a body); every route spends a token of the caller's
 request bucket (``client_rate``, 429) and bodies are bounded by the app (413).
 """
@@ -15,8 +16,8 @@ import anyio
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from broker.api.access import Caller, access
 from broker.api.limits import client_rate
-from broker.api.peer import PeerDep
 from broker.api.schemas import error_responses
 from broker.api.tls import Peer
 from broker.ca.service import open_ca
@@ -26,7 +27,15 @@ from broker.recipients.models import Kind, Recipient
 from broker.recipients.service import Recipients, Registration, purposes_of
 from broker.runtime import Runtime
 
-MANAGERS = ("operator", "broker")
+ONE = "/v1/recipients/{recipient_id}"
+Register = Annotated[Caller, Depends(access("POST", "/v1/recipients"))]
+ListAll = Annotated[Caller, Depends(access("GET", "/v1/recipients"))]
+Show = Annotated[Caller, Depends(access("GET", ONE))]
+Certify = Annotated[Caller, Depends(access("POST", ONE + "/certificate"))]
+AddKey = Annotated[Caller, Depends(access("POST", ONE + "/keys"))]
+Suspend = Annotated[Caller, Depends(access("POST", ONE + "/suspend"))]
+Reinstate = Annotated[Caller, Depends(access("POST", ONE + "/reinstate"))]
+Revoke = Annotated[Caller, Depends(access("POST", ONE + "/revoke"))]
 _ERRORS = error_responses(
     400,
     404,
@@ -93,16 +102,6 @@ def public(row: Recipient) -> RecipientPublic:
     )
 
 
-def _manager(peer: Peer) -> None:
-    if peer.role not in MANAGERS:
-        raise Forbidden(f"{peer.name} (role {peer.role}) may not manage recipients")
-
-
-def _manager_or_self(peer: Peer, recipient_id: str) -> None:
-    if peer.role not in MANAGERS and peer.name != recipient_id:
-        raise Forbidden(f"{peer.name} may not act on recipient {recipient_id}")
-
-
 def recipients_router(rt: Runtime) -> APIRouter:
     router = APIRouter(
         prefix="/v1/recipients",
@@ -116,9 +115,9 @@ def recipients_router(rt: Runtime) -> APIRouter:
         return f"cert:{peer.name}"
 
     @router.post("", status_code=201, summary="Register a recipient (operator)")
-    async def register(body: RecipientCreate, peer: PeerDep) -> RecipientPublic:
+    async def register(body: RecipientCreate, who: Register) -> RecipientPublic:
         """Register a recipient (operator)."""
-        _manager(peer)
+        peer = who.peer
         reg = Registration(**body.model_dump())
 
         def run() -> RecipientPublic:
@@ -128,60 +127,56 @@ def recipients_router(rt: Runtime) -> APIRouter:
         return await anyio.to_thread.run_sync(run)
 
     @router.get("", summary="List recipients (operator)")
-    def list_all(peer: PeerDep) -> list[RecipientPublic]:
+    def list_all(_who: ListAll) -> list[RecipientPublic]:
         """List recipients (operator)."""
-        _manager(peer)
         with rt.db.transaction() as session:
             return [public(row) for row in service.all(session)]
 
     @router.get("/{recipient_id}", summary="One recipient (operator, or the recipient itself)")
-    def show(recipient_id: str, peer: PeerDep) -> RecipientPublic:
+    def show(recipient_id: str, _who: Show) -> RecipientPublic:
         """One recipient (operator, or the recipient itself)."""
-        _manager_or_self(peer, recipient_id)
         with rt.db.transaction() as session:
             return public(service.get(session, recipient_id))
 
     @router.post("/{recipient_id}/certificate", summary="Certify a recipient's CSR")
-    def certify(recipient_id: str, body: CsrIn, peer: PeerDep) -> CertificateOut:
+    def certify(recipient_id: str, body: CsrIn, who: Certify) -> CertificateOut:
         """Certify a recipient's CSR (operator; or the recipient renewing its own)."""
-        _manager_or_self(peer, recipient_id)
+        csr, by = body.csr_pem.encode(), actor(who.peer)
         with rt.db.transaction() as session:
             issued = service.issue_certificate(
-                session, open_ca(rt), recipient_id, body.csr_pem.encode(), actor(peer), body.days
+                session, open_ca(rt), recipient_id, csr, by, body.days
             )
         return CertificateOut(
             serial=issued.serial, role=issued.role, certificate_pem=issued.cert_path.read_text()
         )
 
     @router.post("/{recipient_id}/keys", status_code=201, summary="Register a public JWK")
-    def add_key(recipient_id: str, jwk: Annotated[dict[str, Any], Body()], peer: PeerDep) -> KeyOut:
+    def add_key(recipient_id: str, jwk: Annotated[dict[str, Any], Body()], who: AddKey) -> KeyOut:
         """Register a public JWK for private_key_jwt (operator, or the recipient itself)."""
-        _manager_or_self(peer, recipient_id)
+        peer = who.peer
         if len(json.dumps(jwk)) > 8192:
             raise Forbidden("a JWK of more than 8 KiB is refused")
         with rt.db.transaction() as session:
             return KeyOut(kid=service.add_key(session, recipient_id, jwk, actor(peer)).kid)
 
     @router.post("/{recipient_id}/suspend", summary="Suspend: refused from the next request")
-    def suspend(recipient_id: str, body: Reason, peer: PeerDep) -> RecipientPublic:
-        """Suspend: no token is issued or honoured from the next request (operator)."""
-        _manager(peer)
+    def suspend(recipient_id: str, body: Reason, who: Suspend) -> RecipientPublic:
+        """Suspend: no token is issued or honoured from the next request, and none issued before
+        is honoured again after a reinstatement (operator)."""
         with rt.db.transaction() as session:
-            return public(service.suspend(session, recipient_id, actor(peer), body.reason))
+            return public(service.suspend(session, recipient_id, actor(who.peer), body.reason))
 
     @router.post("/{recipient_id}/reinstate", summary="Lift a suspension (operator)")
-    def reinstate(recipient_id: str, body: Reason, peer: PeerDep) -> RecipientPublic:
-        """Lift a suspension (operator)."""
-        _manager(peer)
+    def reinstate(recipient_id: str, body: Reason, who: Reinstate) -> RecipientPublic:
+        """Lift a suspension (operator); tokens issued before it stay refused."""
         with rt.db.transaction() as session:
-            return public(service.reinstate(session, recipient_id, actor(peer), body.reason))
+            return public(service.reinstate(session, recipient_id, actor(who.peer), body.reason))
 
     @router.post("/{recipient_id}/revoke", summary="Revoke for good, with its certificates")
-    def revoke(recipient_id: str, body: Reason, peer: PeerDep) -> RecipientPublic:
+    def revoke(recipient_id: str, body: Reason, who: Revoke) -> RecipientPublic:
         """Revoke for good; its certificates are revoked and the CRL republished (operator)."""
-        _manager(peer)
         with rt.db.transaction() as session:
-            row = service.revoke(session, open_ca(rt), recipient_id, actor(peer), body.reason)
+            row = service.revoke(session, open_ca(rt), recipient_id, actor(who.peer), body.reason)
             return public(row)
 
     return router

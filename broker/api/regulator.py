@@ -1,7 +1,8 @@
 """Regulator access (issue 6, part 7; X.1332 accountability): a certificate with role
 ``regulator`` reads audit entries by customer pseudonym, recipient, type and time, downloads an
 export bundle it verifies offline with ``broker audit verify``, and reads metrics. Every other
-role is refused (403); every read is itself audited (``regulator.read``)."""
+role is refused (403; the role each route needs is in the one table,
+``broker.oauth.scopes.ROUTES``); every read is itself audited (``regulator.read``)."""
 
 from __future__ import annotations
 
@@ -10,31 +11,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from broker.api.peer import PeerDep
+from broker.api.access import Caller, access
 from broker.api.schemas import error_responses
 from broker.api.tls import Peer
 from broker.audit.events import AuditEvent
 from broker.audit.export import ExportFilters, export_bundle
-from broker.errors import Forbidden
 from broker.regulator import MAX_LIMIT, AuditQuery, audit_entries, metrics
 from broker.runtime import Runtime
 
 EXPORT_MEDIA_TYPE = "application/x-ndjson"
+Audit = Annotated[Caller, Depends(access("GET", "/v1/regulator/audit"))]
+Export = Annotated[Caller, Depends(access("GET", "/v1/regulator/export"))]
+Metrics = Annotated[Caller, Depends(access("GET", "/v1/regulator/metrics"))]
 
 
 class AuditPage(BaseModel):
     entries: list[dict[str, Any]]
     next_after_seq: int | None
     """Pass as ``after_seq`` for the next page; null when the log is read to its end."""
-
-
-def _regulator(peer: Peer) -> None:
-    if peer.role != "regulator":
-        raise Forbidden(f"{peer.name} (role {peer.role}) is not a regulator")
 
 
 def regulator_router(rt: Runtime) -> APIRouter:
@@ -61,7 +59,7 @@ def regulator_router(rt: Runtime) -> APIRouter:
         ),
     )
     def audit(
-        peer: PeerDep,
+        regulator: Audit,
         type_: Annotated[list[str] | None, Query(alias="type")] = None,
         subject: Annotated[str | None, Query(description="hs1:... customer pseudonym")] = None,
         recipient: str | None = None,
@@ -71,11 +69,10 @@ def regulator_router(rt: Runtime) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     ) -> AuditPage:
         """Entries in sequence order; page with ``after_seq``."""
-        _regulator(peer)
         query = AuditQuery(tuple(type_ or ()), subject, recipient, since, until, after_seq, limit)
         with rt.db.transaction() as session:
             entries, cursor = audit_entries(session, query)
-        audited(peer, "audit", {"returned": len(entries)})
+        audited(regulator.peer, "audit", {"returned": len(entries)})
         return AuditPage(entries=entries, next_after_seq=cursor)
 
     @router.get(
@@ -85,26 +82,24 @@ def regulator_router(rt: Runtime) -> APIRouter:
         responses={200: {"content": {EXPORT_MEDIA_TYPE: {}}}},
     )
     def export(
-        peer: PeerDep,
+        regulator: Export,
         type_: Annotated[list[str] | None, Query(alias="type")] = None,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Response:
         """The foundation's bundle format (JSON lines); ``broker audit verify`` checks it."""
-        _regulator(peer)
         filters = ExportFilters(since, until, tuple(type_ or ()))
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "export.jsonl"
             with rt.db.transaction() as session:
                 summary = export_bundle(session, rt.audit, out, filters)
             body = out.read_bytes()
-        audited(peer, "export", {"entries": summary.entries})
+        audited(regulator.peer, "export", {"entries": summary.entries})
         return Response(body, media_type=EXPORT_MEDIA_TYPE)
 
     @router.get("/metrics", summary="Decisions, consents, rejected frames, budgets")
-    def read_metrics(peer: PeerDep) -> dict[str, Any]:
+    def read_metrics(_regulator: Metrics) -> dict[str, Any]:
         """Counts across the broker."""
-        _regulator(peer)
         with rt.db.transaction() as session:
             return metrics(session)
 

@@ -146,44 +146,53 @@ def operations_depending_on(
 SECURITY_SCHEMES = {
     "mutualTLS": {
         "type": "mutualTLS",
-        "description": "TLS 1.3 with a client certificate from the broker's CA; its role "
-        "decides what the caller may do",
+        "description": "TLS 1.3 with a client certificate from the broker's CA; an operation's "
+        "requirement names the certificate roles it admits (self: the certificate of the "
+        "recipient the path names)",
     },
     "boundToken": {
         "type": "http",
         "scheme": "bearer",
         "bearerFormat": "JWT",
         "description": "An access token from /oauth/token bound to the client certificate "
-        "(cnf.x5t#S256, RFC 8705): shown with another certificate it is refused",
+        "(cnf.x5t#S256, RFC 8705): shown with another certificate it is refused. An "
+        "operation's requirements name the scopes it admits, any one of them",
     },
 }
 
 
-def _needs_token(call: Callable[..., Any]) -> bool:
-    return bool(getattr(call, "bound_token", False))
-
-
-_needs_token.is_predicate = True  # type: ignore[attr-defined]
+def operation_security(app: FastAPI) -> dict[tuple[str, str], list[dict[str, list[str]]]]:
+    """(path, method) → the security requirements a dependency of the route declares
+    (``security``: ``broker.api.access``, ``require_token``)."""
+    found: dict[tuple[str, str], list[dict[str, list[str]]]] = {}
+    for route in routing.iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, routing.APIRoute):
+            continue
+        for sub in _tree(route.dependant):
+            declared = getattr(sub.call, "security", None)
+            if declared is not None:
+                methods = route.methods or set()
+                found |= {(route.path_format or "", m.lower()): declared for m in methods}
+    return found
 
 
 def document_security(app: FastAPI) -> None:
     """Have ``app.openapi()`` declare how callers authenticate: every operation over mutual
-    TLS, and those depending on a bound token (``require_token``) with the token too."""
+    TLS; those whose route declares its needs (a bound token's scopes, a certificate's roles:
+    ``broker.api.access``) with those."""
     build = app.openapi
     done: list[dict[str, Any]] = []
 
     def openapi() -> dict[str, Any]:
         spec = build()
         if not done or done[0] is not spec:
-            bearer = operations_depending_on(app, _needs_token)
+            declared = operation_security(app)
             spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
             for path, item in spec.get("paths", {}).items():
                 for method, operation in item.items():
                     if method in METHODS:
-                        scheme: dict[str, list[str]] = {"mutualTLS": []}
-                        if (path, method) in bearer:
-                            scheme["boundToken"] = []
-                        operation["security"] = [scheme]
+                        default: list[dict[str, list[str]]] = [{"mutualTLS": []}]
+                        operation["security"] = declared.get((path, method), default)
             done[:] = [spec]
         return spec
 

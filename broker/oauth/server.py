@@ -274,8 +274,9 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def _code_response(self, request: TokenRequest, form: dict[str, str]) -> Response:
         """The authorization-code grant (RFC 6749 §4.1.3, PKCE RFC 7636): the client, authenticated
         as for client credentials, redeems the code the customer's consent page issued, once,
-        with its verifier; the token is bound to the certificate and names the consent
-        (``consent:<id>``), so every release under it can be traced to the customer's choice."""
+        with its verifier; the token is bound to the certificate, may read and write the
+        client's feeds, and is narrowed to the consent (``consent:<id>``): every release it
+        makes stays within the customer's choice (``broker.release.bounds``)."""
         try:
             client: OAuthClient = self.authenticate_client(request, list(AUTH_METHODS))
             request.client = client
@@ -296,9 +297,10 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return self._error(request, error)
         except InvalidGrant as exc:
             return self._error(request, InvalidGrantError(description=exc.message))
+        granted = [s for s in scopes.CODE_FLOW_SCOPES if s in client.permitted]
         token = self._codec.issue(
             client.client_id,
-            ["feeds:read", f"consent:{redeemed.consent_id}"],
+            [*granted, scopes.CONSENT_PREFIX + redeemed.consent_id],
             thumbprint(self._peer.fingerprint),
         )
         self.save_token(token, request)

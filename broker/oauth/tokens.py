@@ -73,6 +73,8 @@ class AccessToken:
     x5t_s256: str
     jti: str
     expires_at: int
+    issued_at: int
+    """``iat``: a token issued before its recipient's last suspension is refused."""
 
 
 class TokenCodec:
@@ -120,6 +122,7 @@ class TokenCodec:
             iss={"essential": True, "value": self._settings.issuer},
             aud={"essential": True, "value": self._settings.audience},
             exp={"essential": True},
+            iat={"essential": True},
             sub={"essential": True},
             jti={"essential": True},
         )
@@ -133,5 +136,6 @@ class TokenCodec:
             raise InvalidToken("the access token is not bound to a certificate")
         scopes = frozenset(str(claims.get("scope", "")).split())
         return AccessToken(
-            str(claims["sub"]), scopes, bound, str(claims["jti"]), int(claims["exp"])
-        )
+            str(claims["sub"]), scopes, bound, str(claims["jti"]), int(claims["exp"]),
+            int(claims["iat"]),
+        )  # fmt: skip

@@ -38,6 +38,9 @@ class Recipient(SQLModel, table=True):
     status: str = Field(sa_column=Column(String(16), nullable=False))
     created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+    suspended_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """When it was last suspended: its tokens issued before are refused, even after
+    reinstatement (null: never suspended)."""
 
 
 class RecipientKey(SQLModel, table=True):

@@ -215,8 +215,10 @@ class Recipients:
         return row
 
     def suspend(self, session: Session, recipient_id: str, actor: str, reason: str) -> Recipient:
-        """Suspended: no token is issued and no token of it is honoured, from now on."""
+        """Suspended: no token is issued and no token of it is honoured, from now on; those
+        issued before stay refused after a reinstatement (``suspended_us``)."""
         row = self._active(session, recipient_id)
+        row.suspended_us = to_us(self._clock.now())
         return self._set_status(session, row, Status.suspended, actor, reason)
 
     def reinstate(self, session: Session, recipient_id: str, actor: str, reason: str) -> Recipient:

@@ -67,7 +67,7 @@ def operator(broker: Broker, name: str = "ops") -> Party:
     return issued(broker, name, "broker")
 
 
-def bearer(broker: Broker, who: Party, scope: str = "feeds:read") -> dict[str, str]:
+def bearer(broker: Broker, who: Party, scope: str = "feeds:read feeds:write") -> dict[str, str]:
     response = broker.token(who, scope)
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
@@ -210,7 +210,10 @@ def test_T7_every_refusal_has_the_one_error_shape(broker: Broker) -> None:
         )
         missing = client.get("/v1/nothing-here")
         method = client.put("/healthz")
+        not_theirs = client.get("/v1/regulator/audit", params={"limit": "many"})
+    with broker.client(issued(broker, "shape-regulator", "regulator")) as client:
         bad_limit = client.get("/v1/regulator/audit", params={"limit": "many"})
+    assert "needs a certificate of role regulator" in error_of(not_theirs, 403, "Forbidden")
     assert (
         error_of(extra, 422, "InvalidRequest") == "body.recipient: Extra inputs are not permitted"
     )

@@ -24,8 +24,9 @@ def test_R3_4_deletion_requests_and_signed_acks_over_the_api(broker: Broker) -> 
         deletion_id = open_deletions(broker.rt).request(
             session, "acme", "CUST-0000001", ["rl_1", "rl_2"], "withdrawn", "cn_1"
         )
-    auth = {"Authorization": f"Bearer {broker.token(acme).json()['access_token']}"}
-    other = {"Authorization": f"Bearer {broker.token(rival).json()['access_token']}"}
+    scope = "deletions:read deletions:write"
+    auth = {"Authorization": f"Bearer {broker.token(acme, scope).json()['access_token']}"}
+    other = {"Authorization": f"Bearer {broker.token(rival, scope).json()['access_token']}"}
     with broker.client(acme) as client:
         keys = client.get("/.well-known/jwks.json").json()["keys"]
         assert keys == [public_jwk(load_delivery_key(broker.rt.settings))]

@@ -66,7 +66,7 @@ def test_C3_2_code_redeemed_once_with_its_verifier_for_a_bound_token_naming_the_
     assert good["status"] == "200", good
     payload = good["access_token"].split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    assert claims["scope"] == "feeds:read consent:cn_demo"
+    assert claims["scope"] == "feeds:read feeds:write consent:cn_demo"
     assert claims["cnf"]["x5t#S256"]
     with broker.client(acme) as client:  # the token works where feeds:read is needed
         bearer = {"Authorization": f"Bearer {good['access_token']}"}

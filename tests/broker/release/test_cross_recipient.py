@@ -47,7 +47,9 @@ def _as(wired: oauth.Broker, who: oauth.Party, scope: str) -> Iterator[httpx.Cli
 
 def _page(wired: oauth.Broker, who: oauth.Party, feed: dict[str, Any]) -> pd.DataFrame:
     """The first page (DAY0) of a new feed of ``who``'s, as a frame."""
-    scope = "ems:read" if feed["purpose"] == "grid_operations" else "feeds:read"
+    scope = (
+        "ems:read ems:write" if feed["purpose"] == "grid_operations" else "feeds:read feeds:write"
+    )
     with _as(wired, who, scope) as client:
         made = client.post("/v1/feeds", json=feed)
         assert made.status_code == 201, made.text

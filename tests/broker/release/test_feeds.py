@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from broker.api.access import Caller
 from broker.api.app import create_app
 from broker.api.feeds import feeds_router
 from broker.api.peer import PeerDep
@@ -92,8 +93,13 @@ def _issue(b: Broker, name: str) -> Issued:
         return ca.issue(session, b.rt.audit, role="third-party", name=name, actor="test")
 
 
-def _by_certificate(peer: PeerDep) -> str:
-    return peer.name
+def _by_certificate(_method: str, _path: str) -> Callable[..., Caller]:
+    """A stand-in for the table's guard: the recipient is the certificate's name."""
+
+    def caller(peer: PeerDep) -> Caller:
+        return Caller(peer.name, frozenset(), peer)
+
+    return caller
 
 
 @dataclasses.dataclass

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0014"
 down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
@@ -16,8 +19,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    # token cut-off at suspension (recipient.suspended_us)
+    with op.batch_alter_table("recipient") as batch:
+        batch.add_column(sa.Column("suspended_us", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    # token cut-off at suspension: last, as its upgrade is first
+    with op.batch_alter_table("recipient") as batch:
+        batch.drop_column("suspended_us")
