@@ -37,6 +37,9 @@ API2 Broken authentication
             ::test_C3_2_assertion_signed_by_another_key_is_refused
             ::test_C3_2_expired_token_is_refused
             ::test_C3_2_token_signed_by_another_key_or_missing_is_refused
+    a token issued before its recipient was suspended, shown after the reinstatement:
+        tests/broker/release/test_token_scopes.py
+            ::test_R3_3_a_token_issued_before_a_suspension_stays_refused_after_reinstatement
     guessing a customer's password:
         tests/broker/portal/test_consent_flow.py::test_bad_requests_and_wrong_passwords
         tests/broker/portal/test_portal_limits.py
@@ -74,6 +77,14 @@ API5 Broken function level authorization
         tests/broker/release/test_feed_gates.py
             ::test_R3_5_a_feed_for_a_purpose_outside_the_registration_is_refused_before_any_decision
             ::test_R3_5_a_feed_whose_purpose_leaves_the_registration_stops_at_the_next_page
+    a read-only token creates or cancels a feed; a token narrowed to a purpose or a consent
+    reaches another purpose or customer; a route whose scope is not the one table's:
+        tests/broker/release/test_token_scopes.py
+            ::test_R3_3_a_read_only_token_neither_creates_nor_cancels_a_feed
+            ::test_R3_3_a_purpose_narrowed_token_neither_subscribes_nor_pulls_for_another_purpose
+            ::test_R3_3_C3_2_a_consent_token_subscribes_and_pulls_only_within_its_consent
+        tests/broker/api/test_route_scopes.py
+            ::test_R3_3_every_route_takes_its_access_from_the_one_table
 API6 Unrestricted access to sensitive business flows
     a consent code redeemed twice or by another client; a forged consent form; consent
     decisions in bulk:
