@@ -43,6 +43,7 @@ from broker.api.tls import client_context
 from broker.audit.verify import verify_bundle
 from broker.ca.authority import CertificateAuthority
 from broker.ca.service import open_ca, server_identity
+from broker.delivery.egress import Egress
 from broker.delivery.receiver import (
     WebhookReceiver,
     serve_webhook,
@@ -174,17 +175,20 @@ def _webhook(
     hook_ca, cert, cert_key = webhook_identity(out / "webhook")
     ctx = webhook_server_context(rt.settings.ca_dir / "ca.pem", cert, cert_key)
     settings = PUSH.model_copy(update={"ca_file": hook_ca})
-    poster = http_poster(settings, server_identity(rt, open_ca(rt), "demo"))
-    try:
-        with serve_webhook(receiver, ctx) as port:
+    with serve_webhook(receiver, ctx) as port:
+        # a loopback webhook is the demo settings' explicit exception (webhook_allow_private),
+        # for the one port the receiver listens on
+        egress = Egress.of(rt.settings.model_copy(update={"webhook_private_ports": [port]}))
+        poster = http_poster(settings, server_identity(rt, open_ca(rt), "demo"), egress)
+        try:
             with rt.db.transaction() as session:
-                Recipients(rt.audit, rt.clock).set_webhook(
+                Recipients(rt.audit, rt.clock, egress=egress).set_webhook(
                     session, APP, f"https://127.0.0.1:{port}/hook", "demo"
                 )
             feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
             yield receiver, PushService(rt, feeds, settings), poster
-    finally:
-        poster.close()
+        finally:
+            poster.close()
 
 
 def _onboard(rt: Runtime, customer: str, app_key: ECKey) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import stat
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,6 +102,18 @@ class Settings(BaseSettings):
     portal_signin_max_delay_s: float = Field(default=300.0, gt=0, le=86_400)
     """The longest wait (production default 300 s): a stranger can slow an account, never lock
     it; after the wait the right password always signs in."""
+
+    # webhook egress (SSRF)
+    webhook_allow_private: bool = False
+    """Let webhooks reach loopback, private (RFC 1918), unique-local (fc00::/7) and shared
+    (100.64.0.0/10) addresses, on the ports of ``webhook_private_ports`` only, for on-premises
+    recipients (production default false, in every mode: refused at registration and at every
+    connection). Link-local, multicast and reserved addresses stay refused regardless."""
+    webhook_private_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list, max_length=64
+    )
+    """The ports a private webhook may use when ``webhook_allow_private`` is on, as JSON:
+    ``BROKER_WEBHOOK_PRIVATE_PORTS='[9443]'`` (production default empty: none)."""
 
     # retention of the broker's own data
     retention_readings_days: int = Field(default=730, ge=1, le=36_500)

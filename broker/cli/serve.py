@@ -12,6 +12,7 @@ import typer
 from broker.api.server import build, make_server, start_in_thread
 from broker.ca.service import open_ca, server_identity
 from broker.cli.common import actor, console, runtime
+from broker.delivery.egress import Egress
 from broker.delivery.service import PushLoop, PushService, http_poster
 from broker.delivery.settings import PushSettings
 from broker.portal.serve import portal_context
@@ -43,7 +44,8 @@ def serve(
                 console.print(f"customer portal https://{bind}:{portal_at}/me (TLS 1.3)")
             push = PushSettings()
             feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
-            poster = http_poster(push, server_identity(rt, open_ca(rt), actor()))
+            identity = server_identity(rt, open_ca(rt), actor())
+            poster = http_poster(push, identity, Egress.of(rt.settings))
             loop = PushLoop(PushService(rt, feeds, push), poster, push.poll_s).start()
             console.print(f"push worker every {push.poll_s:g} s (webhooks over mutual TLS)")
             every = rt.settings.retention_interval_s

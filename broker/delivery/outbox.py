@@ -8,6 +8,8 @@ outside any transaction:
 
 - over TLS 1.3 presenting the broker's client certificate, the recipient's server verified
   against ``BROKER_PUSH_CA_FILE`` (or the system's trust store);
+- only to an address the egress policy admits (``broker.delivery.egress``), checked at every
+  connection and pinned for it; a refused host is a dead letter at once, saying why;
 - signed with HTTP Message Signatures (RFC 9421, ``broker.delivery.signing``), the nonce being
   ``<delivery id>.<attempt>``, with ``X-Delivery-Id`` so a recipient can drop duplicates (the
   delivery is at-least-once); ``created`` is the wall-clock time of the attempt, as for the
@@ -44,6 +46,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from broker.audit.events import AuditEvent, AuditSink
+from broker.delivery.egress import NO_PRIVATE, Egress, EgressRefused, pinned_client
 from broker.delivery.models import Delivery, DeliveryStatus
 from broker.delivery.settings import PushSettings
 from broker.delivery.signing import RELEASE_HEADER, BadSignature, sign_push, verify_json_by_any
@@ -105,6 +108,8 @@ class Outcome:
     error: str | None
     retry_after_s: float | None = None
     receipt: str | None = None
+    final: bool = False
+    """Not worth retrying whatever the status (the connection was refused by egress policy)."""
 
 
 Poster = Callable[[Claimed, dict[str, str]], Outcome]
@@ -118,10 +123,14 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class HttpPoster:
-    """Posts a claimed delivery with httpx over one keep-alive client per worker."""
+    """Posts a claimed delivery with httpx over one keep-alive client per worker; every
+    connection goes only where ``egress`` admits (``broker.delivery.egress``: resolved,
+    checked and pinned), so a refused webhook host becomes a dead letter saying why."""
 
-    def __init__(self, ctx: ssl.SSLContext, settings: PushSettings) -> None:
-        self._client = httpx.Client(verify=ctx, timeout=settings.timeout_s)
+    def __init__(
+        self, ctx: ssl.SSLContext, settings: PushSettings, egress: Egress = NO_PRIVATE
+    ) -> None:
+        self._client = pinned_client(ctx, egress, settings.timeout_s)
         self._limit = settings.max_response_bytes
 
     def __call__(self, item: Claimed, headers: dict[str, str]) -> Outcome:
@@ -133,6 +142,10 @@ class HttpPoster:
                     answer += chunk
                     if len(answer) > self._limit:
                         break
+        except EgressRefused as exc:
+            return Outcome(None, f"refused by egress policy: {exc.message}"[:500], final=True)
+        except httpx.InvalidURL as exc:  # a row stored before registration checked it
+            return Outcome(None, f"refused: not a usable URL: {exc}"[:500], final=True)
         except httpx.HTTPError as exc:
             return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
         receipt = None
@@ -270,8 +283,13 @@ class Outbox:
                 counts[self._finish(item, outcome, rng, final=True)] += 1
                 continue
             outcome = post(item, self._headers(item))
-            final = outcome.status is not None and not (
-                200 <= outcome.status < 300 or outcome.status in RETRYABLE or outcome.status >= 500
+            final = outcome.final or (
+                outcome.status is not None
+                and not (
+                    200 <= outcome.status < 300
+                    or outcome.status in RETRYABLE
+                    or outcome.status >= 500
+                )
             )
             counts[self._finish(item, outcome, rng, final=final)] += 1
         return counts

@@ -9,13 +9,11 @@ Services add and flush; the caller's transaction commits.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
@@ -24,6 +22,7 @@ from sqlmodel import Session, col, select
 from broker.audit.events import AuditEvent, AuditSink
 from broker.ca.authority import CertificateAuthority, Issued
 from broker.ca.models import IssuedCertificate
+from broker.delivery.egress import NO_PRIVATE, Egress, EgressRefused
 from broker.errors import BrokerError, NotFound
 from broker.kit.clock import Clock, to_us
 from broker.recipients.models import Kind, Recipient, RecipientKey, Status
@@ -71,23 +70,18 @@ def keys_of(session: Session, recipient_id: str) -> list[RecipientKey]:
     return list(session.exec(query.order_by(col(RecipientKey.kid))))
 
 
-def check_webhook(url: str) -> str:
-    """An https:// URL with a host; not a link-local, multicast or unspecified address (cloud
-    metadata endpoints live at 169.254.169.254: the broker must not be made to post there).
-    Loopback and private addresses stay allowed for on-premises recipients and the demo."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise InvalidRecipient(f"webhook URL {url!r} must be an https:// URL with a host")
+def check_webhook(url: str, egress: Egress = NO_PRIVATE) -> str:
+    """An https:// URL whose host, read as the resolver reads it, reaches no address the push
+    worker refuses (``broker.delivery.egress``: never link-local such as the cloud metadata
+    service; loopback and private only with ``BROKER_WEBHOOK_ALLOW_PRIVATE`` on an allowed
+    port). The worker checks again at every connection (DNS may change)."""
     try:
-        address = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return url
-    if address.is_link_local or address.is_multicast or address.is_unspecified:
-        raise InvalidRecipient(f"webhook URL {url!r} names a link-local or unusable address")
-    return url
+        return egress.check_url(url)
+    except EgressRefused as exc:
+        raise InvalidRecipient(exc.message) from None
 
 
-def check_registration(reg: Registration) -> None:
+def check_registration(reg: Registration, egress: Egress = NO_PRIVATE) -> None:
     if not _NAME.match(reg.recipient_id):
         raise InvalidRecipient(
             f"invalid recipient id {reg.recipient_id!r}: letters, digits, '.', '_', '-' only"
@@ -98,7 +92,7 @@ def check_registration(reg: Registration) -> None:
     if bad:
         raise InvalidRecipient(f"invalid purpose names: {', '.join(map(repr, bad))}")
     if reg.webhook_url is not None:
-        check_webhook(reg.webhook_url)
+        check_webhook(reg.webhook_url, egress)
 
 
 def public_jwk(jwk: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -118,15 +112,17 @@ def public_jwk(jwk: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 class Recipients:
-    def __init__(self, audit: AuditSink, clock: Clock) -> None:
+    def __init__(self, audit: AuditSink, clock: Clock, egress: Egress = NO_PRIVATE) -> None:
         self._audit = audit
         self._clock = clock
+        self.egress = egress
+        """Where webhooks may point (``BROKER_WEBHOOK_ALLOW_PRIVATE``; default: public only)."""
 
     def _record(self, session: Session, kind: str, actor: str, details: dict[str, Any]) -> None:
         self._audit.record(session, [AuditEvent(f"recipient.{kind}", actor, None, details)])
 
     def register(self, session: Session, reg: Registration, actor: str) -> Recipient:
-        check_registration(reg)
+        check_registration(reg, self.egress)
         if session.get(Recipient, reg.recipient_id) is not None:
             raise RecipientExists(f"recipient {reg.recipient_id} is already registered")
         now = to_us(self._clock.now())
@@ -208,7 +204,7 @@ class Recipients:
     ) -> Recipient:
         """Register, change or (None) remove the recipient's webhook for push delivery."""
         row = self.get(session, recipient_id)
-        row.webhook_url = None if url is None else check_webhook(url)
+        row.webhook_url = None if url is None else check_webhook(url, self.egress)
         row.updated_us = to_us(self._clock.now())
         session.add(row)
         self._record(session, "webhook_changed", actor, {"recipient_id": recipient_id, "url": url})

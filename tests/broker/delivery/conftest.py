@@ -1,6 +1,8 @@
 """A broker with real readings (``tests.broker.release.conftest``) and a recipient's webhook
 served over TLS on loopback that requires the broker's client certificate: the reference
-receiver (``broker.delivery.receiver``), with its own private CA for its server certificate."""
+receiver (``broker.delivery.receiver``), with its own private CA for its server certificate.
+Loopback webhooks are allowed the way an operator allows them: ``BROKER_WEBHOOK_ALLOW_PRIVATE``
+with the receiver's port in ``BROKER_WEBHOOK_PRIVATE_PORTS``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from joserfc.jwk import ECKey
 
 from broker.ca.authority import CertificateAuthority
 from broker.ca.service import open_ca, server_identity
+from broker.delivery.egress import Egress
 from broker.delivery.outbox import HttpPoster
 from broker.delivery.receiver import (
     WebhookReceiver,
@@ -30,6 +33,8 @@ from broker.release.feeds import FeedService
 from tests.broker.release.conftest import Broker, broker  # noqa: F401 (the fixture)
 
 FAST = PushSettings(backoff_base_s=1.0, backoff_cap_s=60.0, timeout_s=5.0, max_attempts=4)
+CLOSED_PORT = 9
+"""A loopback port nobody listens on (discard), allowed too: a webhook that moved away."""
 
 
 @dataclass
@@ -41,6 +46,8 @@ class Hooked:
     push: PushService
     poster: HttpPoster
     feeds: FeedService
+    egress: Egress
+    """Loopback webhooks on the receiver's port (and ``CLOSED_PORT``), the explicit setting."""
 
     def round(self) -> dict[str, int]:
         return self.push.round(self.poster).deliveries
@@ -58,17 +65,19 @@ def hooked(broker: Broker, tmp_path: Path) -> Iterator[Hooked]:  # noqa: F811
     settings = FAST.model_copy(update={"ca_file": hook_ca})
     with serve_webhook(receiver, webhook_server_context(ca.cert_path, cert, cert_key)) as port:
         url = f"https://127.0.0.1:{port}/hook"
-        service = Recipients(rt.audit, rt.clock)
+        private = {"webhook_allow_private": True, "webhook_private_ports": [port, CLOSED_PORT]}
+        egress = Egress.of(rt.settings.model_copy(update=private))
+        service = Recipients(rt.audit, rt.clock, egress=egress)
         with rt.db.transaction() as session:
             purposes = ("personalised_service",)
             registration = Registration("acme", "Acme", Kind.third_party, purposes, url)
             service.register(session, registration, "test")
             service.add_key(session, "acme", key.as_dict(private=False), "test")
         feeds = FeedService(rt.db, broker.pipeline(), broker.clock, rt.hasher)
-        poster = http_poster(settings, identity)
+        poster = http_poster(settings, identity, egress)
         try:
             yield Hooked(
-                broker, receiver, url, key, PushService(rt, feeds, settings), poster, feeds
+                broker, receiver, url, key, PushService(rt, feeds, settings), poster, feeds, egress
             )
         finally:
             poster.close()

@@ -27,7 +27,7 @@ from broker.errors import NotFound
 from broker.recipients.service import Recipients
 from broker.regulator import metrics
 from broker.release.feeds import FeedSpec, FeedStopped, InvalidFeed
-from tests.broker.delivery.conftest import Hooked
+from tests.broker.delivery.conftest import CLOSED_PORT, Hooked
 from tests.broker.release.conftest import CUSTOMER, DAY0, set_purposes
 
 SUBJECT = FeedSpec("personalised_service", ("consumption",), "hourly", "subject",
@@ -82,8 +82,8 @@ def test_T7_failed_pushes_are_retried_with_growing_jittered_delays(hooked: Hooke
 def test_T7_out_of_attempts_is_a_dead_letter_and_can_be_redriven(hooked: Hooked) -> None:
     _subscribe(hooked)
     with hooked.b.rt.db.transaction() as session:  # the webhook moved away: nobody listens
-        Recipients(hooked.b.rt.audit, hooked.b.clock).set_webhook(
-            session, "acme", "https://127.0.0.1:9/hook", "test"
+        Recipients(hooked.b.rt.audit, hooked.b.clock, egress=hooked.egress).set_webhook(
+            session, "acme", f"https://127.0.0.1:{CLOSED_PORT}/hook", "test"
         )
     hooked.push.push_feeds(RoundReport())
     for _ in range(4):

@@ -14,6 +14,7 @@ from cryptography.x509.oid import NameOID
 from joserfc.jwk import ECKey, OctKey
 
 from broker.ca.authority import CertificateAuthority, role_of
+from broker.delivery.egress import Egress
 from broker.errors import NotFound
 from broker.kit.clock import FixedClock
 from broker.recipients.models import Kind, Status
@@ -144,6 +145,14 @@ def test_T7_webhook_urls_that_are_not_https_or_reach_link_local_are_refused(url:
         check_webhook(url)
 
 
-def test_webhook_urls_on_loopback_private_and_public_hosts_are_accepted() -> None:
-    for url in ("https://127.0.0.1:9443/h", "https://10.0.0.5/h", "https://hooks.example/h"):
-        assert check_webhook(url) == url
+def test_R3_1_loopback_and_private_webhooks_need_the_setting_and_an_allowed_port() -> None:
+    """Production default: public hosts only; with the operator's setting, loopback and
+    private addresses on the listed ports (``broker.delivery.egress``)."""
+    private = Egress(allow_private=True, private_ports=frozenset({9443, 443}))
+    for url in ("https://127.0.0.1:9443/h", "https://10.0.0.5/h"):
+        with pytest.raises(InvalidRecipient, match="BROKER_WEBHOOK_ALLOW_PRIVATE is off"):
+            check_webhook(url)
+        assert check_webhook(url, private) == url
+    with pytest.raises(InvalidRecipient, match="port 8443 is not in"):
+        check_webhook("https://10.0.0.5:8443/h", private)
+    assert check_webhook("https://hooks.example/h") == "https://hooks.example/h"
