@@ -98,6 +98,12 @@ API7 Server-side request forgery
     a webhook URL that points the broker at a plain-HTTP or local service:
         test_C3_2_webhook_urls_are_https_and_only_an_operator_sets_them (here)
         tests/broker/delivery/test_push.py::test_C3_2_a_push_the_recipient_refuses_is_dead_at_once
+        tests/broker/recipients/test_webhook_egress.py
+            ::test_R3_1_the_api_refuses_webhooks_that_reach_internal_addresses
+            ::test_R3_1_private_webhooks_are_an_explicit_setting_limited_to_ports
+        tests/broker/delivery/test_push_egress.py
+            ::test_R3_1_a_name_rebound_to_loopback_after_registration_is_not_dialled
+            ::test_R3_1_a_stored_webhook_spelling_loopback_is_not_dialled
 API8 Security misconfiguration
     TLS 1.2; a session cookie without its flags; pages that may be framed; errors that leak:
         tests/broker/api/test_mtls.py::test_C2_1_tls_1_2_is_refused
