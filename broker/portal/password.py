@@ -2,8 +2,9 @@
 
 The form carries a CSRF token bound to the session; the current password is checked under the
 sign-in throttle (``broker.portal.throttle``: a stolen session cannot guess it faster than a
-sign-in could), the new one must be long enough. The change ends every session of the customer,
-wherever it was opened, and gives this browser a new one.
+sign-in could; the browser's device cookie counts as at sign-in), the new one must be long
+enough. The change ends every session of the customer, wherever it was opened, and gives this
+browser a new one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from broker.errors import Forbidden
 from broker.portal.accounts import Accounts
 from broker.portal.sessions import NotSignedIn, PortalSessions
-from broker.portal.throttle import Throttle, source_of
+from broker.portal.throttle import DeviceCookies, Throttle, source_of
 from broker.runtime import Runtime
 
 CSRF_WHAT = "password"
@@ -29,6 +30,7 @@ def password_router(
     rt: Runtime,
     sessions: PortalSessions,
     throttle: Throttle,
+    devices: DeviceCookies,
     csrf: Callable[[str, str], str],
     page: Callable[[str, str], HTMLResponse],
     signed_in: Callable[[str, str], Response],
@@ -69,6 +71,7 @@ def password_router(
         new_password: Annotated[str, Form(max_length=1024)],
         token: Annotated[str, Form(max_length=128)],
         broker_session: Annotated[str | None, Cookie()] = None,
+        broker_device: Annotated[str | None, Cookie()] = None,
     ) -> Response:
         customer = sessions.customer_of(broker_session)
         assert broker_session is not None
@@ -83,6 +86,7 @@ def password_router(
             lambda session: accounts.change_password(
                 session, customer, current_password, new_password
             ),
+            devices.of(broker_device, username),
         )
         return signed_in(customer, "/me")
 

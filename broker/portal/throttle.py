@@ -12,7 +12,10 @@ its password is not checked: it cannot guess faster, and a wrong one does not le
 wait. After the wait the right password always signs in and clears the account's count, so a
 stranger who knows a customer's name can slow them but not lock them out. A success does not
 clear an address's count (someone with an account of their own could clear it between guesses
-at others'); a count is forgotten a day after its last wrong password.
+at others'); a count is forgotten a day after its last wrong password. A browser the customer
+signed in from before carries a device cookie (``DeviceCookies``): its sign-ins for that
+account are counted on their own, so even a stranger who times a wrong password to the end of
+every wait cannot keep the customer out of it.
 
 The attempt that may go ahead claims the next wait before the password is checked, in the same
 transaction, with a conditional update: concurrent attempts at the end of a wait cannot all
@@ -22,13 +25,16 @@ SQLite has one writer at a time). A success gives the claim back.
 
 from __future__ import annotations
 
+import hmac
 import math
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 from fastapi import Request
+from fastapi.responses import Response
 from sqlalchemy import CursorResult, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -38,11 +44,14 @@ from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher
 from broker.portal.accounts import SignInFailed
 from broker.portal.models import SignInFailures
-from broker.portal.sessions import Transaction
+from broker.portal.sessions import CookieSigner, Transaction
 from broker.settings import Settings
 
 FAILURES = SignInFailures.metadata.tables["portal_throttle"]
 FORGET_US = int(timedelta(days=1) / timedelta(microseconds=1))
+DEVICE_COOKIE = "broker_device"
+DEVICE_PURPOSE = "device"
+DEVICE_S = 180 * 86_400
 ACCOUNT_WAIT = "Too many wrong passwords for this account"
 SOURCE_WAIT = "Too many wrong passwords from your address"
 T = TypeVar("T")
@@ -80,14 +89,23 @@ class Throttle:
         self._source = Policy(settings.portal_signin_source_free_failures, delay, cap, SOURCE_WAIT)
 
     def guarded(
-        self, db: Transaction, username: str, source: str, check: Callable[[Session], T]
+        self,
+        db: Transaction,
+        username: str,
+        source: str,
+        check: Callable[[Session], T],
+        device: str | None = None,
     ) -> T:
         """``check(session)`` (which raises ``SignInFailed`` for a wrong password) once the
         account and the address need not wait (``Throttled`` otherwise, the password
         unchecked). A wrong password is counted, and committed with what ``check`` recorded,
-        before ``SignInFailed`` is raised; a right one clears the account's count."""
+        before ``SignInFailed`` is raised; a right one clears the account's count. From a
+        browser the account signed in from before (``device``, see ``DeviceCookies``) only
+        that browser's own count applies, as an account's."""
         keys = [(f"source:{self._hash(source)}", self._source)]
         keys.append((f"account:{self._hash('portal-signin:' + username)}", self._account))
+        if device is not None:
+            keys = [(f"device:{self._hash('portal-device:' + device)}", self._account)]
         failure: SignInFailed | None = None
         with db() as session:
             now = to_us(self._clock.now())
@@ -103,12 +121,13 @@ class Throttle:
                     delete(FAILURES).where(FAILURES.c.last_failure_us < now - FORGET_US)
                 )
             else:
-                session.execute(delete(FAILURES).where(FAILURES.c.key == keys[1][0]))
-                session.execute(
-                    update(FAILURES)
-                    .where((FAILURES.c.key == keys[0][0]) & (FAILURES.c.wait_until_us > now))
-                    .values(wait_until_us=now)
-                )
+                session.execute(delete(FAILURES).where(FAILURES.c.key == keys[-1][0]))
+                for key, _ in keys[:-1]:  # the address's count stays; its claim is given back
+                    session.execute(
+                        update(FAILURES)
+                        .where((FAILURES.c.key == key) & (FAILURES.c.wait_until_us > now))
+                        .values(wait_until_us=now)
+                    )
                 return result
         raise failure
 
@@ -148,3 +167,34 @@ class Throttle:
 def _recent(failures: int, last_failure_us: int, now: int) -> int:
     """The count, unless its last wrong password is a day old (then forgotten)."""
     return failures if last_failure_us >= now - FORGET_US else 0
+
+
+class DeviceCookies:
+    """Browsers an account signed in from before (OWASP's device cookies): after a right
+    password the browser keeps ``broker_device``, the account's name and a random id sealed with
+    the portal's key (HttpOnly, Secure, SameSite=Strict, ``DEVICE_S``). A sign-in from it, for
+    that name, is counted on its own, so a stranger's wrong passwords for the account, or from
+    its address, never make it wait; a stranger cannot get one without the password."""
+
+    def __init__(self, cookies: CookieSigner) -> None:
+        self._cookies = cookies
+
+    def of(self, cookie: str | None, username: str) -> str | None:
+        """The browser's id, if its cookie is this portal's and names ``username``."""
+        opened = self._cookies.open(DEVICE_PURPOSE, cookie)
+        if opened is None:
+            return None
+        name, _, device = opened.rpartition("\n")
+        return device if device and hmac.compare_digest(name, username) else None
+
+    def remember(self, response: Response, username: str, device: str | None) -> None:
+        """Give (or renew) the browser its cookie after a right password."""
+        payload = f"{username}\n{device or secrets.token_urlsafe(16)}"
+        response.set_cookie(
+            DEVICE_COOKIE,
+            self._cookies.seal(DEVICE_PURPOSE, payload, DEVICE_S),
+            max_age=DEVICE_S,
+            secure=True,
+            httponly=True,
+            samesite="strict",
+        )

@@ -52,7 +52,7 @@ from broker.portal.oidc import OidcRefused, oidc_router
 from broker.portal.oidc_settings import PortalOidcSettings
 from broker.portal.password import password_router
 from broker.portal.sessions import CookieSigner, NotSignedIn, PortalSessions, end_all
-from broker.portal.throttle import Throttle, source_of
+from broker.portal.throttle import DeviceCookies, Throttle, source_of
 from broker.recipients.service import Recipients
 from broker.regulator import AuditQuery, audit_entries
 from broker.runtime import Runtime
@@ -159,7 +159,7 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
     rate = PortalRate(rt)
     sessions = PortalSessions(rt.db.transaction, rt.clock, cookies, rt.settings.portal_session_s)
     customer_of = sessions.customer_of
-    throttle = Throttle(rt.settings, rt.clock, rt.hasher)
+    throttle, devices = Throttle(rt.settings, rt.clock, rt.hasher), DeviceCookies(cookies)
 
     def csrf(cookie: str, what: str) -> str:
         return cookies.mac("csrf", f"{cookie}|{what}")
@@ -241,15 +241,20 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
         username: Annotated[str, Form()],
         password: Annotated[str, Form()],
         next: Annotated[str, Form()] = "",
+        broker_device: Annotated[str | None, Cookie()] = None,
     ) -> Response:
         rate.sign_in(request)
+        device = devices.of(broker_device, username)
         customer = throttle.guarded(
             rt.db.transaction,
             username,
             source_of(request),
             lambda session: accounts.sign_in(session, username, password),
+            device,
         )
-        return signed_in(customer, "/oauth/authorize?" + next if next else "/me")
+        response = signed_in(customer, "/oauth/authorize?" + next if next else "/me")
+        devices.remember(response, username, device)
+        return response
 
     @app.post(
         "/oauth/authorize/decision",
@@ -307,7 +312,7 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
         return response
 
     app.include_router(_me_router(rt, customer_of, csrf, rate))
-    app.include_router(password_router(rt, sessions, throttle, csrf, _page, signed_in))
+    app.include_router(password_router(rt, sessions, throttle, devices, csrf, _page, signed_in))
     if oidc.enabled:
         app.include_router(oidc_router(rt, oidc, cookies, signed_in, rate.sign_in))
     return app

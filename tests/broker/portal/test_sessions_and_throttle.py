@@ -28,6 +28,7 @@ from broker.portal.serve import running_portal
 from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from broker.settings import Mode
 from tests.broker.fakes import settings_for
+from tests.broker.parties import enrol
 
 pytestmark = pytest.mark.timeout(90)
 PASSWORDS = {
@@ -63,6 +64,7 @@ def make_rt(tmp_path: Path) -> Iterator[MakeRt]:
         opened.append(rt)
         accounts = Accounts(rt.audit, rt.clock, rt.hasher)
         with rt.db.transaction() as session:
+            enrol(session, CUSTOMERS.values())
             for user, password in PASSWORDS.items():
                 accounts.create(session, user, CUSTOMERS[user], password, "test")
         return rt
@@ -269,3 +271,29 @@ def test_T7_one_address_trying_many_accounts_waits_and_others_do_not(make_rt: Ma
             assert _sign_in(alice, "alice").status_code == 303
         clock.advance(timedelta(seconds=5))
         assert _sign_in(stranger, "bob").status_code == 303
+
+
+def test_T7_a_browser_the_customer_used_before_is_never_kept_waiting_by_a_stranger(
+    make_rt: MakeRt,
+) -> None:
+    """A stranger keeps alice's account waiting (wrong passwords timed to each wait's end);
+    from the browser she signed in with before (its device cookie) her password signs her in
+    at once, and that browser's own wrong passwords are counted on their own. Neither her
+    cookie for another name nor one the stranger got with his own password lets him skip the
+    wait on hers."""
+    clock = FixedClock(datetime.now(UTC))
+    rt = make_rt(clock, portal_signin_free_failures=2, portal_signin_delay_s=60.0)
+    says = "Too many wrong passwords for this account"
+    with _portal(rt) as base, _browser(rt, base) as alice, _browser(rt, base, STRANGER) as him:
+        assert _sign_in(alice, "alice").status_code == 303
+        assert alice.post("/logout").status_code == 303
+        assert _sign_in(him, "bob").status_code == 303  # his own account: his own device cookie
+        assert [_sign_in(him, "alice", WRONG).status_code for _ in range(2)] == [401, 401]
+        assert _waits(_sign_in(him, "alice"), says) == 60
+        assert _sign_in(alice, "alice").status_code == 303  # at once, from her browser
+        assert alice.get("/me/consents").status_code == 200
+        with _browser(rt, base) as elsewhere:  # her password from a new browser waits
+            assert _waits(_sign_in(elsewhere, "alice"), says) == 60
+        assert [_sign_in(alice, "alice", WRONG).status_code for _ in range(2)] == [401, 401]
+        assert _waits(_sign_in(alice, "alice"), says) == 60  # her browser's own count
+        assert _sign_in(alice, "bob", WRONG).status_code == 401  # a name her cookie is not for
