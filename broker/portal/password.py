@@ -18,6 +18,7 @@ from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from broker.errors import Forbidden
+from broker.kit.text import Text
 from broker.portal.accounts import Accounts
 from broker.portal.sessions import NotSignedIn, PortalSessions
 from broker.portal.throttle import DeviceCookies, Throttle, source_of
@@ -67,9 +68,9 @@ def password_router(
     )
     def change(
         request: Request,
-        current_password: Annotated[str, Form(max_length=1024)],
-        new_password: Annotated[str, Form(max_length=1024)],
-        token: Annotated[str, Form(max_length=128)],
+        current_password: Annotated[Text, Form(max_length=1024)],
+        new_password: Annotated[Text, Form(max_length=1024)],
+        token: Annotated[Text, Form(max_length=128)],
         broker_session: Annotated[str | None, Cookie()] = None,
         broker_device: Annotated[str | None, Cookie()] = None,
     ) -> Response:
