@@ -12,11 +12,12 @@ from __future__ import annotations
 import hmac
 import html
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from broker.api.schemas import RETRY_AFTER, error_responses
 from broker.errors import Forbidden
 from broker.kit.text import Text
 from broker.portal.accounts import Accounts
@@ -25,6 +26,19 @@ from broker.portal.throttle import DeviceCookies, Throttle, source_of
 from broker.runtime import Runtime
 
 CSRF_WHAT = "password"
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_PAGES: dict[int | str, dict[str, Any]] = error_responses(
+    403, s403="Forbidden: a stale or forged form"
+) | {
+    401: {"description": "The current password is wrong, or no session (a page)", "content": _HTML},
+    422: {"description": "AccountError: the new password is too short (a page)", "content": _HTML},
+    429: {
+        "description": "Throttled: too many wrong passwords for the account or from the address; "
+        "a page says when to try again (Retry-After)",
+        "headers": RETRY_AFTER,
+        "content": _HTML,
+    },
+}
 
 
 def password_router(
@@ -65,6 +79,7 @@ def password_router(
         "/password",
         summary="Change your password: every other session ends",
         status_code=303,
+        responses=_PAGES,
     )
     def change(
         request: Request,
