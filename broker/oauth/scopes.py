@@ -2,8 +2,8 @@
 R4.3). Deny by default.
 
 A recipient is granted only scopes its kind permits, and only while it has at least one
-allowed purpose; ``purpose:<name>`` narrows a token to one purpose the registry allows;
-``consent:<id>`` (only from the authorization-code flow) narrows it to one customer's consent.
+allowed purpose; ``purpose:<name>`` (purposes the registry allows it) narrows a token to the
+purposes named; ``consent:<id>`` (only from the authorization-code flow) to that consent.
 
 - ``feeds:read`` / ``feeds:write`` (third_party, researcher, supplier): read its feeds, pull
   their pages and list its webhook deliveries / create and cancel its subscriptions;
