@@ -135,6 +135,14 @@ class Settings(BaseSettings):
     retention_interval_s: int = Field(default=3600, ge=60, le=7 * 86_400)
     """How often ``broker serve`` runs the retention job (production default 3600 s)."""
 
+    # HTTP transport hardening
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """Longest wait for a request's headers, from the connection's handshake or from the first
+    byte of a request on a kept-alive connection (production default 10 s): a slower client
+    (slowloris) is disconnected. Applies to the API and the portal."""
+    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=300)
+    """How long an idle kept-alive connection stays open (production default 5 s)."""
+
     @property
     def development(self) -> bool:
         return self.mode is Mode.development

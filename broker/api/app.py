@@ -12,6 +12,11 @@ Limits before any work (T7, C1.8, ``broker.api.limits``): every body is bounded
 token endpoint); the feeds, regulator and recipients routes share one token bucket per client
 certificate (``Depends(client_rate)``: 429 with Retry-After), and so does any router included
 with those dependencies (the OpenAPI document then names its 429 too).
+
+Outermost, ``broker.api.hardening``: no-store, nosniff and HSTS on every answer, control
+characters in a path or query refused (422), and a bug answered 500 in the one error shape on a
+connection that stays usable. No Swagger UI or ReDoc (their assets came from a public CDN); the
+description is at ``/openapi.json`` for callers with a certificate.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pydantic import BaseModel
 
 from broker.api.delivery import install_delivery
 from broker.api.feeds import feeds_router
+from broker.api.hardening import install_hardening
 from broker.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, ClientRate, client_rate
 from broker.api.mdms import mdms_router
 from broker.api.oauth import install_oauth
@@ -71,6 +77,8 @@ def create_app(
         title="Smart-meter data broker (ITU-T X.1332)",
         version="0.1.0",
         responses=error_responses(401, 403),
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a public CDN
+        redoc_url=None,
     )
     app.state.revocations = revocations
     app.add_exception_handler(BrokerError, _broker_error)
@@ -89,6 +97,7 @@ def create_app(
         app.include_router(feeds_router(feeds), dependencies=rate)  # scopes: ROUTES
         install_delivery(app, rt, rate)
     app.add_middleware(BodyLimit, max_bytes=max_body, exempt=OWN_BODY_BOUNDS)
+    install_hardening(app, rt.settings if rt is not None else None)  # outermost
 
     @app.get("/healthz", summary="Liveness, and who the server thinks you are")
     def healthz(peer: PeerDep) -> Health:

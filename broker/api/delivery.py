@@ -30,6 +30,7 @@ from broker.delivery import deletion
 from broker.delivery.outbox import delivery_json
 from broker.delivery.service import open_deletions, open_outbox
 from broker.delivery.signing import load_delivery_key, public_jwk
+from broker.kit.text import Text
 from broker.runtime import Runtime
 
 DeletionStatusQuery = Annotated[
@@ -46,7 +47,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 class Acknowledgement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ack: str = Field(
+    ack: Text = Field(
         max_length=16_384,
         description="Compact JWS, typ x1332-deletion-ack+jws, signed with a key you registered, "
         'over {"deletion_id", "recipient", "release_ids", "deleted_at"}',

@@ -13,7 +13,6 @@ the recipient dependency is local to the factory.
 """
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broker.api.access import Caller, access
 from broker.api.schemas import error_responses
+from broker.kit.text import AwareDatetime, Text
 from broker.release.bounds import FeedShape, check_within
 from broker.release.feeds import MAX_DAYS, FeedService, FeedSpec
 from broker.release.formats import MEDIA_TYPES
@@ -29,16 +29,16 @@ from broker.release.formats import MEDIA_TYPES
 class FeedCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")  # no mass assignment (recipient, status, ...)
 
-    purpose: str = Field(max_length=64)
-    categories: list[str] = Field(min_length=1, max_length=8)
-    granularity: str = Field(max_length=16)
+    purpose: Text = Field(max_length=64)
+    categories: list[Text] = Field(min_length=1, max_length=8)
+    granularity: Text = Field(max_length=16)
     scope: str = Field(pattern="^(subject|aggregate)$")
-    format: str = Field(default="json", max_length=16)
-    subject: str | None = Field(default=None, max_length=64)
-    groups: list[str] = Field(default_factory=list, max_length=1000)
-    tier: str | None = Field(default=None, max_length=16)
-    period_from: datetime | None = None
-    period_to: datetime | None = None
+    format: Text = Field(default="json", max_length=16)
+    subject: Text | None = Field(default=None, max_length=64)
+    groups: list[Text] = Field(default_factory=list, max_length=1000)
+    tier: Text | None = Field(default=None, max_length=16)
+    period_from: AwareDatetime | None = None  # a time without a UTC offset is refused (422)
+    period_to: AwareDatetime | None = None
     delivery: str = Field(
         default="pull",
         pattern="^(pull|push)$",

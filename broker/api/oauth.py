@@ -31,6 +31,7 @@ from broker.api.schemas import ErrorBody
 from broker.api.tls import Peer
 from broker.errors import Throttled
 from broker.kit.clock import from_us, to_rfc3339
+from broker.kit.text import text_problem
 from broker.oauth.scopes import Access, InsufficientScope, missing
 from broker.oauth.server import BrokerAuthorizationServer
 from broker.oauth.settings import OAuthSettings
@@ -147,6 +148,8 @@ def _parse_form(body: bytes) -> dict[str, str] | str:
     form = dict(pairs)
     if len(form) != len(pairs):
         return "a parameter is repeated"
+    if any(text_problem(key) or text_problem(value) for key, value in pairs):
+        return "a parameter holds a control character"
     return form
 
 

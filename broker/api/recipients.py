@@ -10,7 +10,7 @@ request bucket (``client_rate``, 429) and bodies are bounded by the app (413).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Body, Depends
@@ -23,6 +23,7 @@ from broker.api.tls import Peer
 from broker.ca.service import open_ca
 from broker.errors import Forbidden
 from broker.kit.clock import from_us, to_rfc3339
+from broker.kit.text import DisplayName, JsonObject, MultilineText, Text
 from broker.recipients.models import Kind, Recipient
 from broker.recipients.service import Recipients, Registration, purposes_of
 from broker.runtime import Runtime
@@ -52,11 +53,11 @@ class Strict(BaseModel):
 
 
 class RecipientCreate(Strict):
-    recipient_id: str = Field(max_length=100)
-    display_name: str = Field(max_length=200)
+    recipient_id: Text = Field(max_length=100)
+    display_name: DisplayName = Field(max_length=200)  # customers read it: plain text only
     kind: Kind
-    purposes: list[str] = Field(default_factory=list, max_length=50)
-    webhook_url: str | None = Field(default=None, max_length=2000)
+    purposes: list[Text] = Field(default_factory=list, max_length=50)
+    webhook_url: Text | None = Field(default=None, max_length=2000)
 
 
 class RecipientPublic(BaseModel):
@@ -71,7 +72,7 @@ class RecipientPublic(BaseModel):
 
 
 class CsrIn(Strict):
-    csr_pem: str = Field(max_length=16_384)
+    csr_pem: MultilineText = Field(max_length=16_384)
     days: int = Field(default=365, ge=1, le=825)
 
 
@@ -82,7 +83,7 @@ class CertificateOut(BaseModel):
 
 
 class Reason(Strict):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Text = Field(min_length=1, max_length=500)
 
 
 class KeyOut(BaseModel):
@@ -151,7 +152,7 @@ def recipients_router(rt: Runtime) -> APIRouter:
         )
 
     @router.post("/{recipient_id}/keys", status_code=201, summary="Register a public JWK")
-    def add_key(recipient_id: str, jwk: Annotated[dict[str, Any], Body()], who: AddKey) -> KeyOut:
+    def add_key(recipient_id: str, jwk: Annotated[JsonObject, Body()], who: AddKey) -> KeyOut:
         """Register a public JWK for private_key_jwt (operator, or the recipient itself)."""
         peer = who.peer
         if len(json.dumps(jwk)) > 8192:

@@ -7,7 +7,6 @@ role is refused (403; the role each route needs is in the one table,
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from broker.api.schemas import error_responses
 from broker.api.tls import Peer
 from broker.audit.events import AuditEvent
 from broker.audit.export import ExportFilters, export_bundle
+from broker.kit.text import AwareDatetime
 from broker.regulator import MAX_LIMIT, AuditQuery, audit_entries, metrics
 from broker.runtime import Runtime
 
@@ -63,8 +63,8 @@ def regulator_router(rt: Runtime) -> APIRouter:
         type_: Annotated[list[str] | None, Query(alias="type")] = None,
         subject: Annotated[str | None, Query(description="hs1:... customer pseudonym")] = None,
         recipient: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
         after_seq: Annotated[int, Query(ge=-1)] = -1,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     ) -> AuditPage:
@@ -84,8 +84,8 @@ def regulator_router(rt: Runtime) -> APIRouter:
     def export(
         regulator: Export,
         type_: Annotated[list[str] | None, Query(alias="type")] = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
     ) -> Response:
         """The foundation's bundle format (JSON lines); ``broker audit verify`` checks it."""
         filters = ExportFilters(since, until, tuple(type_ or ()))

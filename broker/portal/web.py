@@ -32,6 +32,7 @@ from fastapi import APIRouter, Cookie, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 
+from broker.api.hardening import install_hardening
 from broker.api.limits import BodyLimit, ClientRate
 from broker.api.schemas import (
     RETRY_AFTER,
@@ -45,6 +46,7 @@ from broker.delivery.erasure import erase_customer
 from broker.errors import BrokerError, Forbidden, NotFound, Throttled
 from broker.keys.files import ensure_b64_key
 from broker.kit.clock import to_rfc3339
+from broker.kit.text import Text
 from broker.policy.service import active_vocabulary
 from broker.portal.accounts import AccountError, Accounts, SignInFailed
 from broker.portal.flow import AuthorizeError, ConsentAsk, check_request, issue_code, narrowed
@@ -151,6 +153,9 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
             s401="NotSignedIn: sign in first, or again (an HTML page)",
             s403="Forbidden: a stale or forged form",
         ),
+        openapi_url=None,  # not published to anonymous callers (``app.openapi()`` builds it)
+        docs_url=None,
+        redoc_url=None,
     )
     cookies = CookieSigner(_session_key(rt))
     accounts = Accounts(rt.audit, rt.clock, rt.hasher)
@@ -193,6 +198,7 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
     install_error_family(app)
     document_error_family(app)
     app.add_middleware(BodyLimit, max_bytes=rt.settings.portal_max_body_bytes, refuse=_too_large)
+    install_hardening(app, rt.settings)  # outermost: headers, control characters, bugs
 
     def ask_of(params: dict[str, str]) -> ConsentAsk:
         vocab = active_vocabulary(rt.settings, rt.audit, rt.clock)
@@ -238,9 +244,9 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
     )
     def login(
         request: Request,
-        username: Annotated[str, Form()],
-        password: Annotated[str, Form()],
-        next: Annotated[str, Form()] = "",
+        username: Annotated[Text, Form()],
+        password: Annotated[Text, Form()],
+        next: Annotated[Text, Form()] = "",
         broker_device: Annotated[str | None, Cookie()] = None,
     ) -> Response:
         rate.sign_in(request)
@@ -262,11 +268,11 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
         responses=_TOO_LARGE | _THROTTLED,
     )
     def decision(
-        query: Annotated[str, Form()],
-        token: Annotated[str, Form()],
-        action: Annotated[str, Form()],
-        categories: Annotated[list[str] | None, Form()] = None,
-        granularity: Annotated[str, Form()] = "",
+        query: Annotated[Text, Form()],
+        token: Annotated[Text, Form()],
+        action: Annotated[Text, Form()],
+        categories: Annotated[list[Text] | None, Form()] = None,
+        granularity: Annotated[Text, Form()] = "",
         days: Annotated[int, Form()] = 1,
         broker_session: Annotated[str | None, Cookie()] = None,
     ) -> Response:
@@ -466,7 +472,7 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> AP
     )
     def erase(
         request: Request,
-        confirm: Annotated[str, Form(max_length=64)],
+        confirm: Annotated[Text, Form(max_length=64)],
         broker_session: Annotated[str | None, Cookie()] = None,
     ) -> Response:
         """Final: every consent in force is withdrawn, every recipient that received your data

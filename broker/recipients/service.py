@@ -25,6 +25,7 @@ from broker.ca.models import IssuedCertificate
 from broker.delivery.egress import NO_PRIVATE, Egress, EgressRefused
 from broker.errors import BrokerError, NotFound
 from broker.kit.clock import Clock, to_us
+from broker.kit.text import text_problem
 from broker.recipients.models import Kind, Recipient, RecipientKey, Status
 
 CA_ROLE = {
@@ -81,7 +82,22 @@ def check_webhook(url: str, egress: Egress = NO_PRIVATE) -> str:
         raise InvalidRecipient(exc.message) from None
 
 
+def check_text(what: str, value: str, display: bool = False) -> str:
+    """``value`` if it holds no control character (and, for a name customers read,
+    ``display``, no invisible formatting such as a bidirectional override)."""
+    problem = text_problem(value, display=display)
+    if problem is not None:
+        raise InvalidRecipient(f"the {what} {problem}")
+    return value
+
+
 def check_registration(reg: Registration, egress: Egress = NO_PRIVATE) -> None:
+    check_text("recipient id", reg.recipient_id)
+    check_text("display name", reg.display_name, display=True)
+    for purpose in reg.purposes:
+        check_text("purpose", purpose)
+    if reg.webhook_url is not None:
+        check_text("webhook URL", reg.webhook_url)
     if not _NAME.match(reg.recipient_id):
         raise InvalidRecipient(
             f"invalid recipient id {reg.recipient_id!r}: letters, digits, '.', '_', '-' only"
@@ -204,6 +220,8 @@ class Recipients:
     ) -> Recipient:
         """Register, change or (None) remove the recipient's webhook for push delivery."""
         row = self.get(session, recipient_id)
+        if url is not None:
+            check_text("webhook URL", url)
         row.webhook_url = None if url is None else check_webhook(url, self.egress)
         row.updated_us = to_us(self._clock.now())
         session.add(row)

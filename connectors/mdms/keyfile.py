@@ -6,7 +6,8 @@ columns ``master_key`` (the meter's key-encryption key, needed to rotate its key
 ``interval_s`` (the profile's capture period: 60 to 3600 s, dividing an hour; 900 if absent). Keys
 are hex: 16 bytes in the clear, or 24 bytes when wrapped under a transport key with the AES key
 wrap of RFC 3394, as vendors ship them. A customer file is CSV
-``customer_ref,name,address,account_number``. Every problem is reported with its line number in
+``customer_ref,name,address,account_number`` (no control characters; an address may span
+lines; a name holds no invisible formatting). Every problem is reported with its line number in
 the file (blank lines count, as in an editor; a quoted field spanning lines gives the line the
 row ends on), and a file with any bad line is refused whole.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from broker.errors import BrokerError
+from broker.kit.text import text_problem
 
 KEY_COLUMNS = (
     "system_title",
@@ -156,6 +158,20 @@ def read_key_file(path: Path, transport_key: bytes | None = None) -> list[MeterK
     return out
 
 
+def _customer_text_problem(name: str, address: str, account_number: str) -> str | None:
+    """No control characters (an address may span lines); a name free of invisible
+    formatting."""
+    for what, value, multiline, display in (
+        ("name", name, False, True),
+        ("address", address, True, False),
+        ("account_number", account_number, False, False),
+    ):
+        problem = text_problem(value, multiline, display)
+        if problem is not None:
+            return f"{what} {problem}"
+    return None
+
+
 def read_customer_file(path: Path) -> list[CustomerRow]:
     """The customers of a customer file, or :class:`KeyFileError` listing every bad line."""
     out: list[CustomerRow] = []
@@ -168,6 +184,8 @@ def read_customer_file(path: Path) -> list[CustomerRow]:
             errors.append(f"line {line}: customer_ref is 1-64 of A-Z a-z 0-9 . _ -")
         elif not all(values[1:]) or any(len(v) > 500 for v in values[1:]):
             errors.append(f"line {line}: name, address and account_number are 1-500 characters")
+        elif problem := _customer_text_problem(*values[1:]):
+            errors.append(f"line {line}: {problem}")
         else:
             out.append(CustomerRow(line, *values))
     if errors:

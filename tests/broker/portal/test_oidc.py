@@ -52,6 +52,7 @@ from broker.regulator import AuditQuery, audit_entries
 from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from consent_ledger import ConsentRequest, notice_hash
 from tests.broker.fakes import settings_for
+from tests.broker.parties import enrol
 
 pytestmark = pytest.mark.timeout(60)
 CLIENT_ID, CLIENT_SECRET = "smart-meter-portal", "a long client secret of the portal"
@@ -199,6 +200,7 @@ def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
             "test",
         )
         allow_redirect(session, "acme-energy", REDIRECT)
+        enrol(session, [ALICE, BOB])
     yield runtime
     runtime.close()
 
@@ -513,11 +515,11 @@ def test_sign_in_at_a_provider_is_off_unless_configured_and_checked_when_on(
         ) as client,
     ):
         assert client.get("/login/oidc").status_code == 404
-        assert "/login/oidc" not in client.get("/openapi.json").json()["paths"]
+        assert client.get("/openapi.json").status_code == 404  # not published anonymously
+        assert "/login/oidc" not in portal_app(rt).openapi()["paths"]
         form = client.get(_consent_request())
         assert "Password" in form.text and "Sign in with" not in form.text
-    with w.browser() as browser:
-        paths = browser.get(f"{w.portal}/openapi.json").json()["paths"]
+    paths = portal_app(rt, w.settings).openapi()["paths"]
     assert {"400", "401", "403", "502"} <= set(paths["/login/oidc/callback"]["get"]["responses"])
     assert not PortalOidcSettings(issuer="https://idp.example").enabled
     refused: list[dict[str, Any]] = [
