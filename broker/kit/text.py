@@ -11,7 +11,7 @@ PostgreSQL refuses NUL in text outright and SQLite stores it silently, so a stri
 never get as far as the database.
 
 The annotated types are for request models (pydantic): ``Text`` for one-line fields,
-``MultilineText`` for PEM and the like, ``DisplayName`` for names customers read, ``JsonValue``
+``MultilineText`` for PEM and the like, ``DisplayName`` for names customers read, ``JsonObject``
 for free-form JSON whose every key and string is checked, and ``AwareDatetime`` (a time with a
 UTC offset; a naive time is refused).
 """
