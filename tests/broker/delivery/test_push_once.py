@@ -1,6 +1,6 @@
-"""Several push worker processes on one PostgreSQL database release and deliver each page of a
-push feed exactly once (X.1332 C3.2, R3.4, T4): the feed is claimed before its page is released,
-and a second release of the same (feed, period) cannot be written.
+"""Several push worker processes on one database (PostgreSQL; SQLite too) release and deliver
+each page of a push feed exactly once (X.1332 C3.2, R3.4, T4): the feed is claimed before its
+page is released, and a second release of the same (feed, period) cannot be written.
 
 The workers are real processes (``tests.broker.delivery.push_worker``: the round ``broker
 serve`` runs) posting over mutual TLS to the reference receiver on loopback.
@@ -39,7 +39,7 @@ from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration
 from broker.release.feeds import FeedService, FeedSpec
 from broker.release.pipeline import open_pipeline
-from broker.runtime import Runtime, init_keys, prepare_data_dir
+from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from broker.storage.db import Database
 from connectors.meters.simulator import Fleet
 from consent_ledger import ConsentRequest, notice_hash
@@ -77,11 +77,17 @@ def _consent(rt: Runtime, customer: str) -> None:
         open_consents(rt).give(session, request, "customer")
 
 
-@pytest.fixture
-def world(pg_url: str, tmp_path: Path) -> Iterator[World]:
-    settings = settings_for(tmp_path / "var", database_url=pg_url)
+@pytest.fixture(params=["postgres", "sqlite"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """Eight push feeds of four ended days each, a webhook on loopback, on PostgreSQL (the
+    session's test database) or on SQLite (a file every process opens)."""
+    postgres = request.param == "postgres"
+    url: str | None = request.getfixturevalue("pg_url") if postgres else None
+    settings = settings_for(tmp_path / "var", database_url=url)
     prepare_data_dir(settings)
     init_keys(settings)
+    if not postgres:
+        upgrade_schema(settings).dispose()
     ca = CertificateAuthority.create(settings, SystemClock())
     clock = FixedClock(NOW)
     rt = Runtime.open(settings, clock)
@@ -119,12 +125,13 @@ def world(pg_url: str, tmp_path: Path) -> Iterator[World]:
                                 delivery="push")  # fmt: skip
                 feed_ids.append(str(feeds.subscribe("acme", spec)["feed_id"]))
             env = {**os.environ, "BROKER_DATA_DIR": str(settings.data_dir),
-                   "BROKER_DATABASE_URL": pg_url, "BROKER_PUSH_CA_FILE": str(hook_ca),
+                   "BROKER_DATABASE_URL": settings.db_url(), "BROKER_PUSH_CA_FILE": str(hook_ca),
                    "BROKER_WEBHOOK_ALLOW_PRIVATE": "true",
                    "BROKER_WEBHOOK_PRIVATE_PORTS": f"[{port}]"}  # fmt: skip
             yield World(rt, receiver, feed_ids, env, identity)
     finally:
-        empty_postgres(rt.db)
+        if postgres:
+            empty_postgres(rt.db)
         rt.close()
 
 
