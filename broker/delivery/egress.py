@@ -294,12 +294,19 @@ class _PinnedBackend(httpcore.NetworkBackend):
 
 
 class PinnedTransport(httpx.HTTPTransport):
-    """httpx's transport over a connection pool whose network backend is ``_PinnedBackend``."""
+    """httpx's transport over a connection pool whose network backend is ``_PinnedBackend``
+    (httpx offers no parameter for one: the pool it built is replaced; ``handle_request`` is
+    httpx's own)."""
 
     def __init__(self, ctx: ssl.SSLContext, egress: Egress) -> None:
         super().__init__(verify=ctx, trust_env=False)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ctx, network_backend=_PinnedBackend(egress)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5)
+        self._pool = httpcore.ConnectionPool(  # httpx's default limits, our network backend
+            ssl_context=ctx,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PinnedBackend(egress),
         )
 
 

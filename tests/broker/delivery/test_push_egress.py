@@ -166,12 +166,15 @@ def test_R3_1_a_loopback_webhook_needs_the_setting_and_its_port_at_connect_time(
 
 
 def test_R3_1_an_allowed_name_is_pinned_to_its_checked_address_and_tls_checks_the_name(
-    hooked: Hooked, tmp_path: Path
+    hooked: Hooked, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the setting on and the port allowed, a name the worker resolves to 127.0.0.1 is
     delivered: the connection goes to the checked address (``.test`` names are not in DNS: had
     anything resolved the name again, it would have failed) and the server certificate is
-    verified against the name (SNI); a certificate for another name is refused by TLS."""
+    verified against the name (SNI); a certificate for another name is refused by TLS. A proxy
+    in the environment is not used (it would make the connection the policy checked)."""
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(proxy, f"http://127.0.0.1:{CLOSED_PORT}")
     rt = hooked.b.rt
     jwks = {"keys": [public_jwk(load_delivery_key(rt.settings))]}
     receiver = WebhookReceiver.for_jwks("acme", jwks, hooked.key)
