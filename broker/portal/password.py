@@ -91,7 +91,7 @@ def password_router(
     ) -> Response:
         customer = sessions.customer_of(broker_session)
         assert broker_session is not None
-        if not hmac.compare_digest(csrf(broker_session, CSRF_WHAT), token):
+        if not hmac.compare_digest(csrf(broker_session, CSRF_WHAT).encode(), token.encode()):
             raise Forbidden("the form is stale or not ours; start again")
         with rt.db.transaction() as session:
             username = accounts.username_of(session, customer)

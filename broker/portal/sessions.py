@@ -65,7 +65,8 @@ class CookieSigner:
             fresh = int(expires) >= time.time()
         except (ValueError, UnicodeDecodeError):
             return None
-        return payload if hmac.compare_digest(self.mac(purpose, body), mac) and fresh else None
+        same = hmac.compare_digest(self.mac(purpose, body).encode(), mac.encode())  # any text
+        return payload if same and fresh else None
 
 
 def _digest(session_id: str) -> str:

@@ -25,7 +25,6 @@ SQLite has one writer at a time). A success gives the claim back.
 
 from __future__ import annotations
 
-import hmac
 import math
 import secrets
 from collections.abc import Callable
@@ -144,9 +143,8 @@ class Throttle:
                 .where((FAILURES.c.key == key) & (FAILURES.c.wait_until_us <= now))
                 .values(wait_until_us=now + wait)
             )
-            if (
-                cast("CursorResult[Any]", claimed).rowcount != 1
-            ):  # a concurrent attempt claimed it first
+            if cast("CursorResult[Any]", claimed).rowcount != 1:
+                # a concurrent attempt claimed it first (its row lock held this one back)
                 raise Throttled(policy.says, math.ceil(wait / 1_000_000))
 
     def _count(self, session: Session, key: str, policy: Policy, now: int) -> None:
@@ -185,7 +183,7 @@ class DeviceCookies:
         if opened is None:
             return None
         name, _, device = opened.rpartition("\n")
-        return device if device and hmac.compare_digest(name, username) else None
+        return device if device and name == username else None
 
     def remember(self, response: Response, username: str, device: str | None) -> None:
         """Give (or renew) the browser its cookie after a right password."""

@@ -10,6 +10,7 @@ client bound to 127.0.0.2, the customer one at 127.0.0.1 (both reach the loopbac
 
 from __future__ import annotations
 
+import base64
 import re
 import ssl
 import time
@@ -40,6 +41,7 @@ CUSTOMERS = {"alice": "CUST-0000001", "bob": "CUST-0000002", "carol": "CUST-0000
 WRONG = "not the password at all"
 STRANGER = "127.0.0.2"
 MakeRt = Callable[..., Runtime]
+UNEXPIRED = base64.urlsafe_b64encode(b"x|99999999999").decode()  # then a MAC to compare
 
 
 @pytest.fixture
@@ -135,6 +137,23 @@ def test_C2_2_a_cookie_kept_from_before_sign_out_is_signed_out(make_rt: MakeRt) 
             assert again.get("/me/consents").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "cookie",
+    ["AAAA.BBBB", "no-dot", "QUFBQQ.\u00e9\u00e9", "\u00e9.\u00e9", "." * 3, UNEXPIRED + ".\u00e9"],
+)
+def test_C2_2_a_forged_or_garbled_session_cookie_is_signed_out(
+    make_rt: MakeRt, cookie: str
+) -> None:
+    """Whatever the cookie holds (a forged MAC, no MAC, bytes outside ASCII), the answer is
+    the signed-out one, never a server error."""
+    rt = make_rt()
+    header = {"cookie": f"broker_session={cookie}".encode("latin-1")}
+    with _portal(rt) as base, _browser(rt, base) as browser:
+        assert browser.get("/me/consents", headers=header).status_code == 401
+        home = browser.get("/me", headers=header)
+        assert home.status_code == 303 and home.headers["location"] == "/login"
+
+
 def test_C2_2_a_password_change_ends_every_session_of_the_customer(make_rt: MakeRt) -> None:
     """The customer changes their password in one browser: their sessions elsewhere (and the
     one this browser had) end, this browser gets a new one, another customer's is untouched;
@@ -155,11 +174,12 @@ def test_C2_2_a_password_change_ends_every_session_of_the_customer(make_rt: Make
         assert wrong.status_code == 401 and "current password" in wrong.text
         short = _change_password(here, PASSWORDS["alice"], "short")
         assert short.status_code == 422 and "12 characters" in short.text
-        stale = here.post(
-            "/me/password",
-            data={"current_password": PASSWORDS["alice"], "new_password": new, "token": "x"},
-        )
-        assert stale.status_code == 403
+        for forged in ("x", "\u00e9"):
+            stale = here.post(
+                "/me/password",
+                data={"current_password": PASSWORDS["alice"], "new_password": new, "token": forged},
+            )
+            assert stale.status_code == 403
         assert there.get("/me/consents").status_code == 200  # nothing changed yet
         changed = _change_password(here, PASSWORDS["alice"], new)
         assert changed.status_code == 303 and changed.headers["location"] == "/me"
