@@ -147,7 +147,7 @@ def test_C2_2_a_forged_or_garbled_session_cookie_is_signed_out(
     """Whatever the cookie holds (a forged MAC, no MAC, bytes outside ASCII), the answer is
     the signed-out one, never a server error."""
     rt = make_rt()
-    header = {"cookie": f"broker_session={cookie}".encode("latin-1")}
+    header = {b"cookie": f"broker_session={cookie}".encode("latin-1")}
     with _portal(rt) as base, _browser(rt, base) as browser:
         assert browser.get("/me/consents", headers=header).status_code == 401
         home = browser.get("/me", headers=header)
