@@ -20,7 +20,7 @@ from broker.cli.main import main
 from connectors.meters.simulator import Fleet, write_capture, write_keyfile
 from tests.broker.cli.test_serve_cli import _free_port, _wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 def _day(days_ago: int) -> dt.date:
@@ -128,12 +128,12 @@ def test_R3_4_broker_serve_runs_the_retention_job_on_its_own(
         )
     try:
         _wait_for(port, process)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a bound on a hang, not on speed
         while _readings(capsys, meter, _day(9), 2):
-            assert time.monotonic() < deadline, "the retention job did not run within 60 s"
+            assert time.monotonic() < deadline, "the retention job did not run within 120 s"
             time.sleep(0.2)
         assert len(_readings(capsys, meter, _day(2), 1)) == 96
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=60)
     assert "retention job every 60 s" in log.read_text()

@@ -23,8 +23,12 @@ def _free_port() -> int:
         return port
 
 
+START_DEADLINE_S = 180.0  # a bound on a hang, not on speed: a loaded machine starts slowly
+HTTP_TIMEOUT_S = 30.0
+
+
 def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"broker serve exited with {process.returncode}")
@@ -33,7 +37,7 @@ def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
                 return
         except OSError:
             time.sleep(0.1)
-    pytest.fail("broker serve did not listen within 20 s")
+    pytest.fail(f"broker serve did not listen within {START_DEADLINE_S:g} s")
 
 
 def test_C3_2_broker_serve_admits_only_ca_certificates(data_dir: Path) -> None:
@@ -60,19 +64,19 @@ def test_C3_2_broker_serve_admits_only_ca_certificates(data_dir: Path) -> None:
         ctx = client_context(
             ca_pem, issued / "energy-regulator.pem", issued / "energy-regulator.key"
         )
-        with httpx.Client(verify=ctx, timeout=5) as client:
+        with httpx.Client(verify=ctx, timeout=HTTP_TIMEOUT_S) as client:
             answer = client.get(f"https://127.0.0.1:{port}/healthz").json()
         assert answer == {"status": "ok", "peer": "energy-regulator", "role": "regulator"}
         with (
-            httpx.Client(verify=client_context(ca_pem), timeout=5) as client,
+            httpx.Client(verify=client_context(ca_pem), timeout=HTTP_TIMEOUT_S) as client,
             pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)),
         ):
             client.get(f"https://127.0.0.1:{port}/healthz")
         # the customer portal: TLS that authenticates the server only; customers sign in
         _wait_for(portal, process)
-        with httpx.Client(verify=client_context(ca_pem), timeout=5) as client:
+        with httpx.Client(verify=client_context(ca_pem), timeout=HTTP_TIMEOUT_S) as client:
             me = client.get(f"https://127.0.0.1:{portal}/me/consents")
         assert me.status_code == 401 and "sign in" in me.text.lower()
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=60)
