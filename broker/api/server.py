@@ -165,13 +165,16 @@ class Served:
     keeper: CrlKeeper
 
 
+_START_DEADLINE_S = 120.0  # a bound on a hang: a loaded machine may take tens of seconds
+
+
 def start_in_thread(server: uvicorn.Server) -> threading.Thread:
-    """Run ``server`` in a daemon thread; return once it listens (within 5 s) or fail."""
+    """Run ``server`` in a daemon thread; return once it listens, or fail when its thread ends
+    first (or it hangs for ``_START_DEADLINE_S``)."""
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    for _ in range(500):
-        if server.started or not thread.is_alive():
-            break
+    deadline = time.monotonic() + _START_DEADLINE_S
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
         threading.Event().wait(0.01)
     if not server.started:
         raise RuntimeError("the HTTPS server did not start")
