@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
 from broker.consent.wiring import open_consents
 from broker.policy.bundle import load_bundle, shipped_bundle_dir
 from broker.policy.decision import DecisionLog, DecisionPoint, Facts, ReleaseRequest
@@ -24,6 +26,9 @@ from broker.policy.diff import diff
 from broker.policy.facts import covering_consents
 from broker.policy.service import activate_shipped_if_none, open_decision_point
 from broker.policy.store import PolicyRejected, PolicyStore
+from broker.recipients.models import Kind
+from broker.recipients.service import Registration
+from broker.recipients.wiring import open_recipients
 from broker.runtime import Runtime, consent_receipt_public_key_path
 from consent_ledger import ConsentRequest, load_public_key, notice_hash, verify_receipt
 
@@ -36,6 +41,15 @@ def _describe(decision: Any) -> str:
     if decision.allow:
         return f"allow: tier {decision.tier}, {decision.granularity} ({decision.reasons[0].code})"
     return "deny: " + ", ".join(r.code for r in decision.reasons)
+
+
+def _register_app(rt: Runtime, session: Session, actor: str) -> None:
+    """The app registers before a customer can consent to it (a consent names a registered
+    recipient); the service story later adds its key and redirect."""
+    recipients = open_recipients(rt)
+    if recipients.find(session, APP) is None:
+        registration = Registration(APP, "Energy App", Kind.third_party, ("personalised_service",))
+        recipients.register(session, registration, actor)
 
 
 def consent_and_policy(rt: Runtime, customer: str, out: Path, actor: str) -> dict[str, Any]:
@@ -58,6 +72,7 @@ def consent_and_policy(rt: Runtime, customer: str, out: Path, actor: str) -> dic
         explicit=True,
     )
     with rt.db.transaction() as session:
+        _register_app(rt, session, actor)
         given = consents.give(session, request, actor)
     public_key = load_public_key(consent_receipt_public_key_path(rt.settings).read_bytes())
     claims = verify_receipt(given.receipt or "", public_key)

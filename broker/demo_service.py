@@ -56,7 +56,8 @@ from broker.portal.accounts import Accounts
 from broker.portal.flow import allow_redirect
 from broker.portal.serve import running_portal
 from broker.recipients.models import Kind
-from broker.recipients.service import Recipients, Registration
+from broker.recipients.service import Registration
+from broker.recipients.wiring import open_recipients
 from broker.release.feeds import FeedService
 from broker.release.pipeline import open_pipeline
 from broker.runtime import Runtime, audit_public_key_path
@@ -75,7 +76,7 @@ def _party(rt: Runtime, out: Path, name: str) -> tuple[Path, Path]:
         .sign(key, hashes.SHA256())
     )
     with rt.db.transaction() as session:
-        issued = Recipients(rt.audit, rt.clock).issue_certificate(
+        issued = open_recipients(rt).issue_certificate(
             session, open_ca(rt), name, csr.public_bytes(serialization.Encoding.PEM), "demo"
         )
     key_path = out / f"{name}.key"
@@ -182,7 +183,7 @@ def _webhook(
         poster = http_poster(settings, server_identity(rt, open_ca(rt), "demo"), egress)
         try:
             with rt.db.transaction() as session:
-                Recipients(rt.audit, rt.clock, egress=egress).set_webhook(
+                open_recipients(rt, egress).set_webhook(
                     session, APP, f"https://127.0.0.1:{port}/hook", "demo"
                 )
             feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
@@ -193,12 +194,13 @@ def _webhook(
 
 def _onboard(rt: Runtime, customer: str, app_key: ECKey) -> None:
     with rt.db.transaction() as session:
-        recipients = Recipients(rt.audit, rt.clock)
-        recipients.register(
-            session,
-            Registration(APP, "Energy App", Kind.third_party, ("personalised_service",)),
-            "demo",
-        )
+        recipients = open_recipients(rt)
+        if recipients.find(session, APP) is None:  # registered when the customer consented
+            recipients.register(
+                session,
+                Registration(APP, "Energy App", Kind.third_party, ("personalised_service",)),
+                "demo",
+            )
         recipients.add_key(session, APP, app_key.as_dict(private=False), "demo")
         recipients.register(
             session, Registration(EMS, "Grid EMS", Kind.ems, ("grid_operations",)), "demo"

@@ -103,6 +103,23 @@ class Settings(BaseSettings):
     """The longest wait (production default 300 s): a stranger can slow an account, never lock
     it; after the wait the right password always signs in."""
 
+    # recipient certificate lifecycle
+    recipient_cert_max_days: int = Field(default=90, ge=1, le=397)
+    """Longest validity of a recipient's client certificate, in days (production default 90;
+    never more than 397, the CA/Browser Forum's ceiling). A request for more is refused."""
+    recipient_cert_max_live: int = Field(default=2, ge=1, le=10)
+    """Unexpired, unrevoked certificates one recipient may hold at once (production default 2:
+    the new one and the one it replaces, so a renewal can roll out). Issuing beyond it revokes
+    the oldest (reason superseded, into the CRL)."""
+
+    # HTTP transport hardening
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """Longest wait for a request's headers, from the connection's handshake or from the first
+    byte of a request on a kept-alive connection (production default 10 s): a slower client
+    (slowloris) is disconnected. Applies to the API and the portal."""
+    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=300)
+    """How long an idle kept-alive connection stays open (production default 5 s)."""
+
     # webhook egress (SSRF)
     webhook_allow_private: bool = False
     """Let webhooks reach loopback, private (RFC 1918), unique-local (fc00::/7) and shared
@@ -134,14 +151,6 @@ class Settings(BaseSettings):
     are over, are kept (production default 7); then they are deleted."""
     retention_interval_s: int = Field(default=3600, ge=60, le=7 * 86_400)
     """How often ``broker serve`` runs the retention job (production default 3600 s)."""
-
-    # HTTP transport hardening
-    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
-    """Longest wait for a request's headers, from the connection's handshake or from the first
-    byte of a request on a kept-alive connection (production default 10 s): a slower client
-    (slowloris) is disconnected. Applies to the API and the portal."""
-    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=300)
-    """How long an idle kept-alive connection stays open (production default 5 s)."""
 
     @property
     def development(self) -> bool:

@@ -1,6 +1,7 @@
-"""Who is calling: the client certificate the TLS layer verified, checked against the CRL.
+"""Who is calling: the client certificate the TLS layer verified, checked against the CRL and
+the CA's record of what it issued.
 
-Every route depends on ``current_peer``; a missing or revoked certificate is refused.
+Every route depends on ``current_peer``; a missing, revoked or unrecorded certificate is refused.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ class Unauthenticated(BrokerError):
 
 
 def current_peer(request: Request) -> Peer:
-    """The caller's verified client certificate; revoked or missing → refused."""
+    """The caller's verified client certificate; revoked, unrecorded or missing → refused."""
     tls: dict[str, Any] = request.scope.get("extensions", {}).get("tls", {})
     chain = tls.get("client_cert_chain") or []
     if not chain:
         raise Unauthenticated("a client certificate from the broker's CA is required")
     peer = peer_from_pem(chain[0])
     revocations: RevocationCheck = request.app.state.revocations
-    if revocations.is_revoked(peer.serial):
-        raise Forbidden(f"certificate {peer.serial} of {peer.name} is revoked")
+    refusal = revocations.refusal(peer)
+    if refusal is not None:
+        raise Forbidden(refusal)
     return peer
 
 

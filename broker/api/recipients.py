@@ -25,7 +25,8 @@ from broker.errors import Forbidden
 from broker.kit.clock import from_us, to_rfc3339
 from broker.kit.text import DisplayName, JsonObject, MultilineText, Text
 from broker.recipients.models import Kind, Recipient
-from broker.recipients.service import Recipients, Registration, purposes_of
+from broker.recipients.service import Registration, purposes_of
+from broker.recipients.wiring import open_recipients
 from broker.runtime import Runtime
 
 ONE = "/v1/recipients/{recipient_id}"
@@ -73,7 +74,8 @@ class RecipientPublic(BaseModel):
 
 class CsrIn(Strict):
     csr_pem: MultilineText = Field(max_length=16_384)
-    days: int = Field(default=365, ge=1, le=825)
+    days: int | None = Field(default=None, ge=1, le=397)
+    """Validity in days; default and most: ``recipient_cert_max_days`` (90)."""
 
 
 class CertificateOut(BaseModel):
@@ -110,7 +112,7 @@ def recipients_router(rt: Runtime) -> APIRouter:
         responses=_ERRORS,
         dependencies=[Depends(client_rate)],
     )
-    service = Recipients(rt.audit, rt.clock)
+    service = open_recipients(rt)
 
     def actor(peer: Peer) -> str:
         return f"cert:{peer.name}"

@@ -3,13 +3,17 @@ checked against the private CA and its CRL at the handshake.
 
 ``RevocationCheck`` repeats the CRL check per request from the current ``crl.pem`` (reloaded
 when the file changes) and feeds each new CRL to the TLS context, so a revocation takes effect on
-a running server without a restart.
+a running server without a restart. With the CA's register (``issued``) it also refuses a
+certificate the CA never recorded: the chain check proves only that the CA key signed it, and a
+certificate signed outside ``CertificateAuthority.issue`` (a stolen key, a restored backup) is
+in no CRL. A certificate is accepted when its serial is recorded with its own fingerprint.
 """
 
 from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -67,9 +71,17 @@ class RevocationCheck:
     replaces one that is about to pass its nextUpdate.
     """
 
-    def __init__(self, crl_pem: Path, ctx: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        crl_pem: Path,
+        ctx: ssl.SSLContext | None = None,
+        issued: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._path = crl_pem
         self._ctx = ctx
+        self._issued = issued
+        """Serial → the SHA-256 fingerprint the CA recorded for it, or None (never issued)."""
+        self._recorded: dict[str, str] = {}  # records are never rewritten: cache the hits
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._revoked: frozenset[str] = frozenset()
@@ -91,3 +103,25 @@ class RevocationCheck:
     def is_revoked(self, serial: str) -> bool:
         self.refresh()
         return serial in self._revoked
+
+    def refusal(self, peer: Peer) -> str | None:
+        """Why ``peer``'s certificate is refused (revoked, or not recorded by the CA), or None.
+        Without the CA's register every certificate is refused (fail closed)."""
+        if self.is_revoked(peer.serial):
+            return f"certificate {peer.serial} of {peer.name} is revoked"
+        if not self._was_issued(peer):
+            return (
+                f"certificate {peer.serial} of {peer.name} was not issued by this broker's CA "
+                "(no such certificate is recorded)"
+            )
+        return None
+
+    def _was_issued(self, peer: Peer) -> bool:
+        known = self._recorded.get(peer.serial)
+        if known is None and self._issued is not None:
+            known = self._issued(peer.serial)
+            if known is not None:
+                if len(self._recorded) >= 65_536:
+                    self._recorded.clear()
+                self._recorded[peer.serial] = known
+        return known is not None and known == peer.fingerprint

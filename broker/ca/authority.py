@@ -229,6 +229,7 @@ class CertificateAuthority:
                 fingerprint_sha256=fingerprint(cert),
                 not_before_us=to_us(cert.not_valid_before_utc),
                 not_after_us=to_us(cert.not_valid_after_utc),
+                issued_us=to_us(self._clock.now()),
                 pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
             )
         )

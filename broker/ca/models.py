@@ -16,6 +16,9 @@ class IssuedCertificate(SQLModel, table=True):
     fingerprint_sha256: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     not_before_us: int = Field(sa_column=Column(BigInteger, nullable=False))
     not_after_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+    issued_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+    """When the CA issued it, to the microsecond (``not_before`` is whole seconds): which of a
+    recipient's certificates is the oldest, retired first when a renewal passes the cap."""
     revoked_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     revocation_reason: str | None = Field(default=None, sa_column=Column(String(40), nullable=True))
     pem: str = Field(sa_column=Column(Text, nullable=False))

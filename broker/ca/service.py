@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from broker.ca.authority import CertificateAuthority, Issued
+from broker.ca.models import IssuedCertificate
 from broker.runtime import Runtime
 
 SERVER_NAME = "broker-server"
@@ -24,3 +26,15 @@ def server_identity(rt: Runtime, ca: CertificateAuthority, actor: str) -> tuple[
         assert made.key_path is not None
         cert, key = made.cert_path, made.key_path
     return cert, key
+
+
+def recorded_fingerprints(rt: Runtime) -> Callable[[str], str | None]:
+    """Serial → the fingerprint the CA recorded when it issued that certificate, or None: the
+    register the TLS layer checks peers against (``RevocationCheck``)."""
+
+    def lookup(serial: str) -> str | None:
+        with rt.db.transaction() as session:
+            row = session.get(IssuedCertificate, serial)
+            return None if row is None else row.fingerprint_sha256
+
+    return lookup

@@ -14,7 +14,8 @@ from broker.cli.common import actor, console, print_json, runtime
 from broker.errors import BrokerError
 from broker.kit.clock import from_us, to_rfc3339
 from broker.recipients.models import Kind, Recipient
-from broker.recipients.service import Recipients, Registration, purposes_of
+from broker.recipients.service import Registration, purposes_of
+from broker.recipients.wiring import open_recipients
 
 app = typer.Typer(help="The registry of data recipients.", no_args_is_help=True)
 Name = Annotated[str, typer.Argument(help="The recipient id (its certificate's CN).")]
@@ -52,7 +53,7 @@ def register(
     """Register a recipient (active at once; it still needs a certificate)."""
     reg = Registration(name, display_name or name, kind, purpose or (), webhook)
     with runtime() as rt, rt.db.transaction() as session:
-        Recipients(rt.audit, rt.clock).register(session, reg, actor())
+        open_recipients(rt).register(session, reg, actor())
     console.print(f"registered {kind.value} {name}")
 
 
@@ -60,7 +61,7 @@ def register(
 def list_() -> None:
     """List recipients with their kind, purposes and status."""
     with runtime() as rt, rt.db.transaction() as session:
-        rows = Recipients(rt.audit, rt.clock).all(session)
+        rows = open_recipients(rt).all(session)
     table = Table("id", "name", "kind", "purposes", "status")
     for row in rows:
         table.add_row(
@@ -73,7 +74,7 @@ def list_() -> None:
 def show(name: Name) -> None:
     """One recipient as JSON, with its registered key ids."""
     with runtime() as rt, rt.db.transaction() as session:
-        service = Recipients(rt.audit, rt.clock)
+        service = open_recipients(rt)
         record = _row(service.get(session, name))
         record["keys"] = [key.kid for key in service.keys(session, name)]
     print_json(record)
@@ -84,12 +85,15 @@ def issue_cert(
     name: Name,
     csr: Annotated[Path, typer.Option(help="The recipient's PEM CSR (its key stays with it).")],
     out: Annotated[Path, typer.Option(help="Where to write the PEM certificate.")],
-    days: Annotated[int, typer.Option(help="Validity in days.")] = 365,
+    days: Annotated[
+        int | None,
+        typer.Option(help="Validity in days [default and most: BROKER_RECIPIENT_CERT_MAX_DAYS]."),
+    ] = None,
 ) -> None:
     """Certify the recipient's CSR with the CA role of its kind."""
     csr_pem = _read(csr, "CSR")
     with runtime() as rt, rt.db.transaction() as session:
-        issued = Recipients(rt.audit, rt.clock).issue_certificate(
+        issued = open_recipients(rt).issue_certificate(
             session, open_ca(rt), name, csr_pem, actor(), days
         )
     out.write_bytes(issued.cert_path.read_bytes())
@@ -108,7 +112,7 @@ def add_key(
     if not isinstance(key, dict):
         raise BrokerError(f"{jwk} must hold one JWK object")
     with runtime() as rt, rt.db.transaction() as session:
-        row = Recipients(rt.audit, rt.clock).add_key(session, name, key, actor())
+        row = open_recipients(rt).add_key(session, name, key, actor())
     console.print(f"key {row.kid} registered for {name}")
 
 
@@ -122,7 +126,7 @@ def webhook(
     if (url is None) != remove:
         raise typer.BadParameter("give a URL, or --remove")
     with runtime() as rt, rt.db.transaction() as session:
-        Recipients(rt.audit, rt.clock).set_webhook(session, name, url, actor())
+        open_recipients(rt).set_webhook(session, name, url, actor())
     console.print(f"{name}: webhook {'removed' if remove else url}")
 
 
@@ -130,7 +134,7 @@ def webhook(
 def suspend(name: Name, reason: Reason) -> None:
     """Suspend: no token is issued or honoured from the next request."""
     with runtime() as rt, rt.db.transaction() as session:
-        Recipients(rt.audit, rt.clock).suspend(session, name, actor(), reason)
+        open_recipients(rt).suspend(session, name, actor(), reason)
     console.print(f"{name} suspended")
 
 
@@ -138,7 +142,7 @@ def suspend(name: Name, reason: Reason) -> None:
 def reinstate(name: Name, reason: Reason) -> None:
     """Lift a suspension."""
     with runtime() as rt, rt.db.transaction() as session:
-        Recipients(rt.audit, rt.clock).reinstate(session, name, actor(), reason)
+        open_recipients(rt).reinstate(session, name, actor(), reason)
     console.print(f"{name} active again")
 
 
@@ -146,5 +150,5 @@ def reinstate(name: Name, reason: Reason) -> None:
 def revoke(name: Name, reason: Reason) -> None:
     """Revoke for good, with every certificate of it (a new CRL is published)."""
     with runtime() as rt, rt.db.transaction() as session:
-        Recipients(rt.audit, rt.clock).revoke(session, open_ca(rt), name, actor(), reason)
+        open_recipients(rt).revoke(session, open_ca(rt), name, actor(), reason)
     console.print(f"{name} revoked; its certificates are on the CRL")

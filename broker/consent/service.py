@@ -1,8 +1,9 @@
 """The consent service: appends events in the caller's transaction, answers covering queries.
 
 Each append is one group under one lock of the ledger's head (``store.lock_head``): the state
-is brought up to the stored head, the whole group is drafted and validated on it (so an invalid
-request writes nothing), the events are inserted and entered in the audit log
+is brought up to the stored head, the whole group is drafted and validated on it, and the
+customer and recipient of each new consent are checked to exist (``broker.consent.parties``), so
+an invalid request writes nothing; the events are inserted and entered in the audit log
 (``consent.given`` ... ``consent.expired``, the customer only as a keyed hash); receipts
 are signed when the caller asks for them, after its commit if it likes.
 
@@ -29,6 +30,7 @@ from sqlmodel import Session
 from broker.audit.events import AuditEvent, AuditSink
 from broker.consent import store
 from broker.consent.errors import ConsentNotFound, refusals
+from broker.consent.parties import check_parties
 from broker.kit.clock import Clock, to_us
 from broker.storage.raw import Raw
 from consent_ledger import (
@@ -152,6 +154,7 @@ class ConsentService:
             for operation in operations:
                 draft.add(operation, at, actor)
         entries = draft.entries
+        check_parties(session, [t for e, t in entries if e.kind.value == "given"])
         store.insert(session, entries)
         self._audit.record(session, [self._audit_event(e, t, actor) for e, t in entries])
         self._learn_on_commit(session, [event for event, _ in entries])

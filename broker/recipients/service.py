@@ -1,17 +1,21 @@
 """Onboarding and cutting off recipients (C3.2, R3.3): register, certify, suspend, revoke.
 
-An operator registers a recipient; the recipient submits a CSR and gets a client certificate of
-the CA whose role follows its kind. Suspension is a status the token endpoint and every token
-check read, so it bites on the next request; revocation also revokes the recipient's
-certificates in the CA, so the CRL refuses them at the handshake. Every change is audited.
-Services add and flush; the caller's transaction commits.
+An operator registers a recipient for purposes of the purpose catalogue (the active policy
+bundle's, ``open_recipients``; the shipped bundle's when none is given); the recipient submits a
+CSR and gets a client certificate of the CA whose role follows its kind, valid for at most
+``CertificateRules.max_days``. A recipient holds at most ``max_live`` live certificates: issuing
+one more revokes the oldest (reason ``superseded``, into the CRL), so a renewal retires the
+certificate it replaces once the overlap is used up. Suspension is a status the token endpoint
+and every token check read, so it bites on the next request; revocation also revokes the
+recipient's certificates in the CA, so the CRL refuses them at the handshake. Every change is
+audited. Services add and flush; the caller's transaction commits.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +30,8 @@ from broker.delivery.egress import NO_PRIVATE, Egress, EgressRefused
 from broker.errors import BrokerError, NotFound
 from broker.kit.clock import Clock, to_us
 from broker.kit.text import text_problem
+from broker.policy.bundle import load_bundle, shipped_bundle_dir
+from broker.policy.service import catalogue_vocabulary
 from broker.recipients.models import Kind, Recipient, RecipientKey, Status
 
 CA_ROLE = {
@@ -45,6 +51,20 @@ class InvalidRecipient(BrokerError):
 
 class RecipientExists(BrokerError):
     status_code = 409
+
+
+@dataclass(frozen=True)
+class CertificateRules:
+    """How long a recipient's certificate may live and how many may be live at once (the
+    production defaults of ``recipient_cert_max_days`` and ``recipient_cert_max_live``)."""
+
+    max_days: int = 90
+    max_live: int = 2
+
+
+def shipped_purposes() -> frozenset[str]:
+    """The purposes of the shipped bundle's catalogue."""
+    return catalogue_vocabulary(load_bundle(shipped_bundle_dir())).purposes
 
 
 @dataclass(frozen=True)
@@ -91,7 +111,9 @@ def check_text(what: str, value: str, display: bool = False) -> str:
     return value
 
 
-def check_registration(reg: Registration, egress: Egress = NO_PRIVATE) -> None:
+def check_registration(
+    reg: Registration, catalogue: Collection[str], egress: Egress = NO_PRIVATE
+) -> None:
     check_text("recipient id", reg.recipient_id)
     check_text("display name", reg.display_name, display=True)
     for purpose in reg.purposes:
@@ -107,6 +129,12 @@ def check_registration(reg: Registration, egress: Egress = NO_PRIVATE) -> None:
     bad = [p for p in reg.purposes if not _PURPOSE.match(p)]
     if bad:
         raise InvalidRecipient(f"invalid purpose names: {', '.join(map(repr, bad))}")
+    unknown = sorted(set(reg.purposes) - set(catalogue))
+    if unknown:
+        raise InvalidRecipient(
+            f"purposes not in the purpose catalogue: {', '.join(map(repr, unknown))} "
+            f"(it has {', '.join(sorted(catalogue))})"
+        )
     if reg.webhook_url is not None:
         check_webhook(reg.webhook_url, egress)
 
@@ -128,9 +156,19 @@ def public_jwk(jwk: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 class Recipients:
-    def __init__(self, audit: AuditSink, clock: Clock, egress: Egress = NO_PRIVATE) -> None:
+    def __init__(
+        self,
+        audit: AuditSink,
+        clock: Clock,
+        catalogue: Callable[[], Collection[str]] = shipped_purposes,
+        certificates: CertificateRules = CertificateRules(),
+        egress: Egress = NO_PRIVATE,
+    ) -> None:
         self._audit = audit
         self._clock = clock
+        self._catalogue = catalogue
+        """The purposes a recipient may be registered for, read at each registration."""
+        self.certificates = certificates
         self.egress = egress
         """Where webhooks may point (``BROKER_WEBHOOK_ALLOW_PRIVATE``; default: public only)."""
 
@@ -138,7 +176,7 @@ class Recipients:
         self._audit.record(session, [AuditEvent(f"recipient.{kind}", actor, None, details)])
 
     def register(self, session: Session, reg: Registration, actor: str) -> Recipient:
-        check_registration(reg, self.egress)
+        check_registration(reg, self._catalogue(), self.egress)
         if session.get(Recipient, reg.recipient_id) is not None:
             raise RecipientExists(f"recipient {reg.recipient_id} is already registered")
         now = to_us(self._clock.now())
@@ -177,9 +215,17 @@ class Recipients:
         recipient_id: str,
         csr_pem: bytes,
         actor: str,
-        days: int = 365,
+        days: int | None = None,
     ) -> Issued:
-        """A client certificate for the recipient's CSR, role by kind (active recipients)."""
+        """A client certificate for the recipient's CSR, role by kind (active recipients),
+        valid ``days`` (default and ceiling: ``certificates.max_days``); beyond
+        ``certificates.max_live`` live certificates, the oldest are revoked as superseded."""
+        limit = self.certificates.max_days
+        days = limit if days is None else days
+        if not 1 <= days <= limit:
+            raise InvalidRecipient(
+                f"a recipient certificate is valid for 1 to {limit} days, not {days}"
+            )
         row = self._active(session, recipient_id)
         issued = ca.issue(
             session,
@@ -192,7 +238,27 @@ class Recipients:
         )
         details = {"recipient": recipient_id, "serial": issued.serial, "role": issued.role}
         self._record(session, "certificate_issued", actor, details)
+        self._retire_superseded(session, ca, recipient_id, issued.serial, actor)
         return issued
+
+    def _retire_superseded(
+        self,
+        session: Session,
+        ca: CertificateAuthority,
+        recipient_id: str,
+        newest: str,
+        actor: str,
+    ) -> None:
+        """Revoke the oldest live certificates beyond ``max_live`` (the newest one stays)."""
+        now = to_us(self._clock.now())
+        older = [
+            cert
+            for cert in _live_certificates(session, recipient_id)
+            if cert.serial != newest and cert.not_after_us > now
+        ]
+        older.sort(key=lambda cert: cert.issued_us, reverse=True)
+        for cert in older[self.certificates.max_live - 1 :]:
+            ca.revoke(session, self._audit, actor=actor, serial=cert.serial, reason="superseded")
 
     def add_key(
         self, session: Session, recipient_id: str, jwk: dict[str, Any], actor: str

@@ -6,15 +6,19 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.api.server import build, running
 from broker.api.tls import client_context
-from broker.ca.authority import CertificateAuthority, Issued
+from broker.ca.authority import ROLE_URI, CertificateAuthority, Issued
 from broker.kit.clock import FixedClock, SystemClock
 from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from tests.broker.fakes import settings_for
@@ -161,3 +165,69 @@ def test_server_certificate_is_issued_once_with_the_broker_role(rt: Runtime) -> 
     with rt.db.transaction() as session:
         names = [c.name for c in CertificateAuthority(rt.settings, rt.clock).certificates(session)]
     assert names == ["broker-server"]
+
+
+def _forge(rt: Runtime, tmp_path: Path, name: str, serial: int | None = None) -> Issued:
+    """A certificate signed with the CA's key directly, never recorded in ``ca_certificate``
+    (as a stolen CA key, or a bug that signs without recording, would make one)."""
+    ca_dir = rt.settings.ca_dir
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "third-party"),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+    usage = x509.KeyUsage(True, False, False, False, True, False, False, False, False)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ROLE_URI + "third-party")]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    stem = tmp_path / f"forged-{cert.serial_number:x}"
+    cert_path, key_path = stem.with_suffix(".pem"), stem.with_suffix(".key")
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Issued(format(cert.serial_number, "x"), name, "third-party", cert_path, key_path)
+
+
+def test_C3_2_a_certificate_the_ca_never_recorded_is_refused(rt: Runtime, tmp_path: Path) -> None:
+    """C3.2, C1.2: only certificates the CA issued and recorded are accepted. One signed with
+    the CA key but absent from ``ca_certificate`` (new serial), or posing under a recorded
+    serial with another key, passes the handshake's chain check and is refused per request."""
+    acme = _issue(rt, "acme")
+    forged = _forge(rt, tmp_path, "acme")
+    twin = _forge(rt, tmp_path, "acme", serial=int(acme.serial, 16))
+    with running(build(rt, "test", poll_s=3600)) as port:
+        assert _get(rt, port, acme).status_code == 200
+        for who in (forged, twin):
+            response = _get(rt, port, who)
+            assert response.status_code == 403, who.serial
+            assert response.json()["error"] == "Forbidden"
+            assert "was not issued by this broker's CA" in response.json()["detail"]
+        assert _get(rt, port, acme).status_code == 200

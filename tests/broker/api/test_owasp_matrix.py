@@ -144,6 +144,7 @@ from broker.regulator import MAX_LIMIT
 from broker.release.feeds import MAX_DAYS
 from tests.broker.api.test_limits import bearer, error_of, issued, operator, running_broker
 from tests.broker.oauth.conftest import Broker, Party
+from tests.broker.parties import enrol
 from tests.consent_ledger.factories import request
 
 pytestmark = pytest.mark.timeout(60)
@@ -169,6 +170,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         rt = broker.rt
         accounts = Accounts(rt.audit, rt.clock, rt.hasher)
         with rt.db.transaction() as session:
+            enrol(session, CUSTOMERS.values())
             for user, password in PASSWORDS.items():
                 accounts.create(session, user, CUSTOMERS[user], password, "test")
         acme, rival = broker.onboard("acme"), broker.onboard("rival")

@@ -42,7 +42,16 @@ def notice(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def initialised(data_dir: Path) -> Path:
+    """An initialised data directory with customers C-1 to C-3 and recipient acme-energy."""
     assert main(["init"]) == 0
+    customers = data_dir / "customers.csv"
+    customers.write_text(
+        "customer_ref,name,address,account_number\n"
+        + "".join(f"C-{n},Name {n},{n} High Street,AC-{n}\n" for n in (1, 2, 3))
+    )
+    assert main(["customers", "import", str(customers)]) == 0
+    register = ["recipients", "register", "acme-energy", "--kind", "third_party"]
+    assert main([*register, "--purpose", "personalised_service"]) == 0
     return data_dir
 
 
@@ -222,3 +231,42 @@ def test_validity_defaults_to_the_configured_maximum(
     expires = dt.datetime.fromisoformat(given["terms"]["expires_at"].replace("Z", "+00:00"))
     assert dt.timedelta(days=19) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=20)
     assert "more than 20 days after" in _fails(capsys, 1, *_give_args(notice))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--customer", "C-404", "unknown customer 'C-404'"),
+        ("--recipient", "nobody-co", "unregistered recipient 'nobody-co'"),
+    ],
+    ids=["customer", "recipient"],
+)
+def test_R3_4_a_consent_naming_an_unknown_party_is_refused_and_signs_nothing(
+    initialised: Path,
+    notice: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+    message: str,
+) -> None:
+    """R3.4, C3.2: a receipt is evidence a customer consented to a registered recipient; one
+    for a customer the broker does not hold, or for a recipient it never registered, is
+    refused by the consent service (so the portal and every other path refuse it too)."""
+    args = _give_args(notice, "--receipt-out", str(tmp_path / "receipt.jws"))
+    args[args.index(option) + 1] = value
+    audited = _audit_entries(initialised)
+    err = _fails(capsys, 1, *args)
+    assert message in err
+    assert not (tmp_path / "receipt.jws").exists()
+    assert _json(capsys, "list", "--all") == []
+    assert _audit_entries(initialised) == audited
+
+
+def test_R3_4_a_consent_to_a_revoked_recipient_is_refused(
+    initialised: Path, notice: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """C3.2: a revoked recipient is cut off for good; no new consent may name it."""
+    assert main(["recipients", "revoke", "acme-energy", "--reason", "contract ended"]) == 0
+    assert "recipient 'acme-energy' is revoked" in _fails(capsys, 1, *_give_args(notice))
+    assert _json(capsys, "list", "--all") == []

@@ -1,4 +1,5 @@
-"""A consent service over the ``database`` fixture (SQLite and PostgreSQL) and a real audit log."""
+"""A consent service over the ``database`` fixture (SQLite and PostgreSQL) and a real audit log;
+customers C-0 to C-9 and recipient acme-energy exist (a consent must name known parties)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ from broker.audit.note import NoteSigner
 from broker.consent.service import ConsentService
 from broker.kit.clock import FixedClock
 from broker.kit.ids import SubjectHasher
+from broker.storage.db import Database
 from consent_ledger import ReceiptSigner
+from tests.broker.parties import enrol
 from tests.consent_ledger.factories import T0
 
 ORIGIN = "test.example/audit"
 HASHER = SubjectHasher(b"k" * 32)
+
+
+@pytest.fixture(autouse=True)
+def parties(database: Database) -> None:
+    with database.transaction() as session:
+        enrol(session, [f"C-{n}" for n in range(10)], ["acme-energy"])
 
 
 @pytest.fixture

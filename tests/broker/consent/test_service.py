@@ -135,6 +135,8 @@ def test_R3_4_expiry_is_evaluated_at_decision_time_and_recorded_when_due(
         ({"granularity": "1s"}, "unknown granularity '1s'"),
         ({"purposes": []}, "at least one purpose is needed"),
         ({"history_days": -1}, "history days must be 0 to 3660, not -1"),
+        ({"customer": "C-404"}, "unknown customer 'C-404'"),
+        ({"recipient": "nobody-co"}, "unregistered recipient 'nobody-co'"),
     ],
     ids=[
         "expiry_past",
@@ -144,6 +146,8 @@ def test_R3_4_expiry_is_evaluated_at_decision_time_and_recorded_when_due(
         "unknown_granularity",
         "no_purpose",
         "negative_history",
+        "unknown_customer",
+        "unregistered_recipient",
     ],
 )
 def test_R3_4_an_invalid_consent_is_refused_and_writes_nothing(

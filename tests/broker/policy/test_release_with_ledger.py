@@ -25,6 +25,7 @@ from broker.policy.engine import EmbeddedEngine, EngineFailure
 from broker.policy.facts import covering_consents
 from broker.storage.db import Database
 from consent_ledger import ConsentRequest, ReceiptSigner, notice_hash
+from tests.broker.parties import enrol
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 HASHER = SubjectHasher(b"k" * 32)
@@ -83,6 +84,7 @@ def test_withdrawal_is_effective_for_the_very_next_decision(
     broker_side = ConsentService(_log(clock), clock, HASHER, ReceiptSigner(signer_key))
     point = _point(shipped, clock)
     with database.transaction() as session:
+        enrol(session, ["cust-42"], ["tp_app"])
         given = customer_side.give(session, _consent(T0 + timedelta(days=90)), "customer")
     assert _decide(point, broker_side, database, _request(), T0)
     assert _decide(point, broker_side, database, _request(("consumption", "generation")), T0)
@@ -107,6 +109,7 @@ def test_expiry_is_evaluated_at_decision_time_to_the_second(
     point = _point(shipped, clock)
     expires = T0 + timedelta(days=1)
     with database.transaction() as session:
+        enrol(session, ["cust-42"], ["tp_app"])
         service.give(session, _consent(expires), "customer")
     assert _decide(point, service, database, _request(), expires - timedelta(seconds=1))
     assert not _decide(point, service, database, _request(), expires)

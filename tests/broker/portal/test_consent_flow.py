@@ -29,6 +29,7 @@ from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration
 from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from tests.broker.fakes import settings_for
+from tests.broker.parties import enrol
 
 pytestmark = pytest.mark.timeout(60)
 REDIRECT = "https://app.acme.example/callback"
@@ -49,6 +50,7 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
             "test",
         )
         allow_redirect(session, "acme-energy", REDIRECT)
+        enrol(session, ["CUST-0000001", "CUST-0000002"])
         accounts = Accounts(runtime.audit, runtime.clock, runtime.hasher)
         accounts.create(session, "alice", "CUST-0000001", "correct horse battery", "test")
         accounts.create(session, "bob", "CUST-0000002", "another long passphrase", "test")
@@ -241,3 +243,31 @@ def test_C2_2_a_customer_manages_consents_from_their_page_without_javascript(
             assert back.status_code == 303 and back.headers["location"] == "/me"
             after = alice.get("/me")
             assert "withdrawn" in after.text and "/withdraw" not in after.text
+
+
+def test_R3_4_an_account_for_a_customer_the_broker_does_not_hold_gets_no_consent(
+    rt: Runtime,
+) -> None:
+    """R3.4: the portal gives consents through the consent service, which refuses a customer the
+    broker does not hold (an account made for a mistyped reference): no event, no receipt, no
+    authorization code, and the customer sees why."""
+    with rt.db.transaction() as session:
+        Accounts(rt.audit, rt.clock, rt.hasher).create(
+            session, "dave", "CUST-0000404", "a passphrase for dave", "test"
+        )
+    _, challenge = _pkce()
+    with (
+        running_portal(rt, "test") as port,
+        httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=10, verify=_ca(rt)) as client,
+    ):
+        signed = _sign_in(client, _ask(challenge), "dave", "a passphrase for dave")
+        page = client.get(signed.headers["location"])
+        token = re.search(r'name=token value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+        query = unescape(re.search(r'name=query value="([^"]*)"', page.text).group(1))  # type: ignore[union-attr]
+        data = {"query": query, "token": token, "action": "approve", "categories": ["consumption"]}
+        answer = client.post("/oauth/authorize/decision", data=data)
+        assert answer.status_code == 400, answer.text
+        assert "unknown customer" in answer.text and "location" not in answer.headers
+        assert client.get("/me/consents").json() == []
+    with rt.db.transaction() as session:
+        assert open_consents(rt).consents(session, everything=True) == []

@@ -43,7 +43,7 @@ def test_C3_2_onboarding_and_cut_off_from_the_command_line(data_dir: Path, tmp_p
     (tmp_path / "grid.jwk").write_text(
         json.dumps(ECKey.generate_key("P-256").as_dict(private=False))
     )
-    _run("register", "grid", "--kind", "ems", "--purpose", "grid_operation")
+    _run("register", "grid", "--kind", "ems", "--purpose", "grid_operations")
     _run(
         "issue-cert",
         "grid",

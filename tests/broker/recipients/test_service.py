@@ -51,8 +51,12 @@ def test_C3_2_register_and_certify_gives_the_role_of_the_kind(
     audit = RecordingAuditSink()
     service = Recipients(audit, CLOCK)
     with database.transaction() as session:
-        service.register(session, Registration("acme", "Acme", Kind.researcher, ["research"]), "t")
-        service.register(session, Registration("grid", "Grid", Kind.ems, ["grid_operation"]), "t")
+        service.register(
+            session,
+            Registration("acme", "Acme", Kind.researcher, ["energy_efficiency_research"]),
+            "t",
+        )
+        service.register(session, Registration("grid", "Grid", Kind.ems, ["grid_operations"]), "t")
         acme = service.issue_certificate(session, ca, "acme", _csr("ignored-cn"), "t")
         grid = service.issue_certificate(session, ca, "grid", _csr(), "t")
     assert (acme.role, grid.role) == ("third-party", "ems")
@@ -61,7 +65,7 @@ def test_C3_2_register_and_certify_gives_the_role_of_the_kind(
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "acme"
     with database.transaction() as session:
         assert [r.recipient_id for r in service.all(session)] == ["acme", "grid"]
-        assert purposes_of(service.get(session, "acme")) == ["research"]
+        assert purposes_of(service.get(session, "acme")) == ["energy_efficiency_research"]
     assert audit.types().count("recipient.registered") == 2
     assert "ca.certificate_issued" in audit.types()
 

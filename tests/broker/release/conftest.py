@@ -40,6 +40,7 @@ from consent_ledger import ConsentRequest, notice_hash
 from deidentify.dp import BudgetRules
 from tests.broker.fakes import settings_for
 from tests.broker.oauth import conftest as oauth
+from tests.broker.parties import enrol
 from tests.connectors.mdms.factory import key_rows
 
 DAY0 = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
@@ -100,6 +101,7 @@ class Broker:
             explicit=True,
         )
         with self.rt.db.transaction() as session:
+            enrol(session, [], [recipient])  # unless onboarded: a consent names a registered one
             return consents.give(session, request, "customer").event.consent_id
 
     def withdraw(self, consent_id: str) -> None:
