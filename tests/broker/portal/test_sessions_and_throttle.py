@@ -137,21 +137,26 @@ def test_C2_2_a_cookie_kept_from_before_sign_out_is_signed_out(make_rt: MakeRt) 
             assert again.get("/me/consents").status_code == 200
 
 
-@pytest.mark.parametrize(
-    "cookie",
-    ["AAAA.BBBB", "no-dot", "QUFBQQ.\u00e9\u00e9", "\u00e9.\u00e9", "." * 3, UNEXPIRED + ".\u00e9"],
-)
-def test_C2_2_a_forged_or_garbled_session_cookie_is_signed_out(
-    make_rt: MakeRt, cookie: str
-) -> None:
+GARBLED = [
+    "AAAA.BBBB",
+    "no-dot",
+    "QUFBQQ.\u00e9\u00e9",
+    "\u00e9.\u00e9",
+    "...",
+    UNEXPIRED + ".\u00e9",
+]
+
+
+def test_C2_2_a_forged_or_garbled_session_cookie_is_signed_out(make_rt: MakeRt) -> None:
     """Whatever the cookie holds (a forged MAC, no MAC, bytes outside ASCII), the answer is
     the signed-out one, never a server error."""
     rt = make_rt()
-    header = {b"cookie": f"broker_session={cookie}".encode("latin-1")}
     with _portal(rt) as base, _browser(rt, base) as browser:
-        assert browser.get("/me/consents", headers=header).status_code == 401
-        home = browser.get("/me", headers=header)
-        assert home.status_code == 303 and home.headers["location"] == "/login"
+        for cookie in GARBLED:
+            header = {b"cookie": f"broker_session={cookie}".encode("latin-1")}
+            assert browser.get("/me/consents", headers=header).status_code == 401, cookie
+            home = browser.get("/me", headers=header)
+            assert home.status_code == 303 and home.headers["location"] == "/login"
 
 
 def test_C2_2_a_password_change_ends_every_session_of_the_customer(make_rt: MakeRt) -> None:
