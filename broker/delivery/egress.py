@@ -215,7 +215,7 @@ class Egress:
                 raise OSError(f"{host!r} resolves to no address")
         for address in addresses:
             self.check_address(host, address, port)
-        return [reached(address) for address in addresses]
+        return [_dialled(address) for address in addresses]
 
     def check_url(self, url: str) -> str:
         """At registration: an https:// URL whose host the worker may reach; returns it."""
@@ -241,6 +241,14 @@ class Egress:
         if _same_host(dialled) != _same_host(parts.hostname):
             raise EgressRefused(f"webhook URL {url!r}: its host is ambiguous: refused")
         return url
+
+
+def _dialled(address: IPAddress) -> IPAddress:
+    """The address to connect to: as resolved, an IPv4-mapped one as the IPv4 address it is
+    (the same destination, without needing an IPv6 socket)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 NO_PRIVATE = Egress()

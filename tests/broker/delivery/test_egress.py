@@ -167,6 +167,8 @@ def test_R3_1_every_resolved_address_is_checked_and_the_reached_ones_are_dialled
         mixed.admit("hooks.example", 443)
     mapped = Egress(resolve=lambda host, port: [ipaddress.ip_address("::ffff:8.8.4.4")])
     assert mapped.admit("hooks.example", 443) == [ipaddress.ip_address("8.8.4.4")]
+    nat64 = ipaddress.ip_address("64:ff9b::808:808")  # checked as 8.8.8.8, dialled as given
+    assert Egress(resolve=lambda host, port: [nat64]).admit("hooks.example", 443) == [nat64]
     private = Egress(True, frozenset({9443}), resolve=lambda host, port: [])
     assert private.admit("[::1]".strip("[]"), 9443) == [ipaddress.ip_address("::1")]
     with pytest.raises(OSError, match="no address"):
