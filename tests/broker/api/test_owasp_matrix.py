@@ -62,6 +62,10 @@ API4 Unrestricted resource consumption
             ::test_C1_8_a_client_over_its_rate_gets_429_with_retry_after
         tests/broker/api/test_mdms_api.py
             ::test_T4_C1_8_over_the_token_bucket_is_429_with_retry_after
+    clients that send their headers slowly (slowloris):
+        tests/broker/api/test_transport_hardening.py
+            ::test_T7_a_client_sending_headers_slowly_is_disconnected
+            ::test_T7_the_portal_disconnects_slow_headers_too
 API5 Broken function level authorization
     a third party manages recipients, reads the regulator's routes or MDMS metrics, posts
     frames, or asks for a scope it was not given:
@@ -109,6 +113,25 @@ API8 Security misconfiguration
         tests/broker/api/test_mtls.py::test_C2_1_tls_1_2_is_refused
         test_C2_2_a_customer_cannot_reach_another_customers_consents_or_session (here)
         tests/broker/api/test_limits.py::test_T7_every_refusal_has_the_one_error_shape
+    answers that may be cached or sniffed, a Server banner, documentation pages loading a CDN,
+    the portal's description published to anyone:
+        tests/broker/api/test_transport_hardening.py
+            ::test_T7_api_answers_carry_no_store_nosniff_hsts_and_no_server_banner
+            ::test_T7_api_serves_no_swagger_ui_or_redoc_in_any_mode
+            ::test_T7_portal_answers_are_hardened_and_publish_no_description
+    malformed input (a time without an offset, NUL and other controls, bidirectional
+    overrides in names) and bugs: a 422 or a 500 in the one error shape, nothing stored, the
+    connection kept:
+        tests/broker/api/test_malformed_input.py
+            ::test_T7_a_time_without_a_utc_offset_is_refused_clearly
+            ::test_T7_control_characters_in_a_feed_are_refused_and_nothing_is_stored
+            ::test_R3_3_control_characters_and_bidi_overrides_in_a_registration_are_refused
+            ::test_T7_an_unexpected_exception_answers_the_error_shape_and_keeps_the_connection
+        tests/broker/portal/test_portal_input.py
+            ::test_T7_nul_in_a_sign_in_or_a_consent_request_is_refused_and_nothing_is_stored
+            ::test_T7_a_bug_in_the_portal_answers_the_error_shape_and_keeps_the_connection
+        tests/broker/storage/test_text_guard.py
+            ::test_T7_text_with_a_control_character_is_never_stored
 API9 Improper inventory management
     a route the document does not name, or names wrongly:
         tests/broker/api/test_openapi_schemathesis.py
