@@ -107,7 +107,7 @@ def test_T7_control_characters_in_a_feed_are_refused_and_nothing_is_stored(
     acme = served.onboard("acme")
     token = served.token(acme, SCOPES).json()["access_token"]
     auth = {"Authorization": f"Bearer {token}"}
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"purpose": f"personalised_service{NUL}"},
         {"subject": f"CUST-0000001{NUL}"},
         {"scope": "aggregate", "subject": None, "groups": [f"F-001{NUL}"]},
