@@ -279,7 +279,7 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
         customer = customer_of(broker_session)
         assert broker_session is not None
         rate.customer(customer)
-        if not hmac.compare_digest(csrf(broker_session, query), token):
+        if not hmac.compare_digest(csrf(broker_session, query).encode(), token.encode()):
             raise Forbidden("the form is stale or not ours; start again")
         params = dict(parse_qsl(query))
         ask = ask_of(params)

@@ -149,7 +149,7 @@ GARBLED = [
 
 def test_C2_2_a_forged_or_garbled_session_cookie_is_signed_out(make_rt: MakeRt) -> None:
     """Whatever the cookie holds (a forged MAC, no MAC, bytes outside ASCII), the answer is
-    the signed-out one, never a server error."""
+    the signed-out one, never a server error; nor is a forged CSRF token outside ASCII (403)."""
     rt = make_rt()
     with _portal(rt) as base, _browser(rt, base) as browser:
         for cookie in GARBLED:
@@ -157,6 +157,10 @@ def test_C2_2_a_forged_or_garbled_session_cookie_is_signed_out(make_rt: MakeRt) 
             assert browser.get("/me/consents", headers=header).status_code == 401, cookie
             home = browser.get("/me", headers=header)
             assert home.status_code == 303 and home.headers["location"] == "/login"
+        assert _sign_in(browser, "alice").status_code == 303
+        for token in ("stale", "\u00e9"):  # a consent form's CSRF token, forged
+            form = {"query": "client_id=acme-energy", "token": token, "action": "approve"}
+            assert browser.post("/oauth/authorize/decision", data=form).status_code == 403
 
 
 def test_C2_2_a_password_change_ends_every_session_of_the_customer(make_rt: MakeRt) -> None:
