@@ -59,10 +59,10 @@ def _checked(multiline: bool = False, display: bool = False) -> AfterValidator:
 
 
 def json_problem(value: Any) -> str | None:
-    """The first problem of any key or string inside a JSON value (multi-line strings are
-    allowed inside; no control characters otherwise)."""
+    """The first problem of any key or string inside a JSON value (no control characters, line
+    breaks included: a JWK's members are one-line)."""
     if isinstance(value, str):
-        return text_problem(value, multiline=True)
+        return text_problem(value)
     if isinstance(value, dict):
         for key, item in value.items():
             problem = json_problem(key) or json_problem(item)
@@ -90,5 +90,4 @@ MultilineText = Annotated[str, _checked(multiline=True)]
 DisplayName = Annotated[str, _checked(display=True)]
 """A name customers read: no control and no invisible formatting characters."""
 JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
-"""A JSON object whose keys and strings, at any depth, hold no control characters (line breaks
-allowed)."""
+"""A JSON object whose keys and strings, at any depth, hold no control characters."""

@@ -17,6 +17,10 @@ bucket per client address, consent decisions and withdrawals one per signed-in c
 (``BROKER_PORTAL_RATE_PER_S``, ``_BURST``): over it, 429 with Retry-After and a page that says
 when to try again. Forms are bounded (``BROKER_PORTAL_MAX_BODY_BYTES``, 413) before more than
 the bound is read; pages of access history are at most ``MAX_PAGE`` entries (422 beyond).
+Form fields and query parameters with a control character are refused (422). Every answer is
+``no-store``, ``nosniff`` and HSTS, a bug answers 500 in the one error shape
+(``broker.api.hardening``); the OpenAPI description is not served (``portal_app(rt).openapi()``
+builds it), nor are Swagger UI or ReDoc.
 """
 
 from __future__ import annotations

@@ -54,8 +54,8 @@ def test_T7_plain_unicode_names_are_taken() -> None:
 
 
 def test_T7_json_objects_are_checked_at_every_depth() -> None:
-    assert Body(doc={"kid": "k1", "n": [1, {"x": "a\nb"}]}).doc["kid"] == "k1"
-    for bad in ({"kid": "k\x00"}, {"k\x00": 1}, {"a": [{"b": ["\x1b"]}]}):
+    assert Body(doc={"kid": "k1", "n": [1, {"x": "a b"}]}).doc["kid"] == "k1"
+    for bad in ({"kid": "k\x00"}, {"k\x00": 1}, {"a": [{"b": ["\x1b"]}]}, {"x": "a\nb"}):
         with pytest.raises(ValidationError, match="control character"):
             Body(doc=bad)
 
