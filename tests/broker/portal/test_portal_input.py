@@ -80,6 +80,10 @@ def test_T7_nul_in_a_sign_in_or_a_consent_request_is_refused_and_nothing_is_stor
             assert refusal["error"] == "InvalidRequest" and "control character" in refusal["detail"]
         status, body = _ask(conn, "GET", "/oauth/authorize?client_id=acme%00&response_type=code")
         assert status == 422 and b"control character" in body
+        conn.request("GET", "/me/consents", headers={"Cookie": 'broker_session="\\000forged"'})
+        answer = conn.getresponse()  # a cookie's quoted octal escape decodes to NUL
+        assert answer.status == 401, answer.read()
+        answer.read()
     finally:
         conn.close()
     assert _rows(rt) == before  # no account, throttle, session or audit row
