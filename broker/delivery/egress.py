@@ -159,6 +159,8 @@ def parse_host(host: str) -> Host:
         text = text[:-1]
     labels = text.split(".")
     valid = text and len(text) <= 253 and all(_LABEL.match(label) for label in labels)
+    if not text.isascii():
+        raise EgressRefused(f"{host!r}: write the host name in its ASCII (xn--) form: refused")
     if not valid and not _NUMERIC_END.match(labels[-1]):
         raise EgressRefused(f"{host!r} is not a valid host name: refused")
     number = parse_ipv4(text)
@@ -219,7 +221,10 @@ class Egress:
 
     def check_url(self, url: str) -> str:
         """At registration: an https:// URL whose host the worker may reach; returns it."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise EgressRefused(f"webhook URL {url!r} is not a URL ({exc}): refused") from None
         try:
             port = parts.port or 443
         except ValueError:
@@ -235,8 +240,8 @@ class Egress:
         except OSError:
             pass  # not resolvable now: checked again at every connection
         try:
-            dialled = httpx.URL(url).host
-        except httpx.InvalidURL as exc:
+            dialled = httpx.URL(url).raw_host.decode("ascii")  # what httpcore will dial
+        except (httpx.InvalidURL, UnicodeError) as exc:
             raise EgressRefused(f"webhook URL {url!r}: {exc}: refused") from None
         if _same_host(dialled) != _same_host(parts.hostname):
             raise EgressRefused(f"webhook URL {url!r}: its host is ambiguous: refused")

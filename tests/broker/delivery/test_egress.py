@@ -184,11 +184,32 @@ def test_R3_1_every_resolved_address_is_checked_and_the_reached_ones_are_dialled
         ("https://hooks.example:99999/h", "invalid port"),
         ("https://hooks.example:0x50/h", "invalid port"),
         ("https://[fe80::1%25eth0]/h", "scoped"),
+        ("https://[::1/h", "not a URL"),
+        ("https://bücher.example/h", "ASCII"),
     ],
 )
 def test_R3_1_urls_the_worker_cannot_use_safely_are_refused(url: str, why: str) -> None:
     with pytest.raises(EgressRefused, match=why):
         NO_PRIVATE.check_url(url)
+
+
+_URL_BITS = st.sampled_from(
+    [*":/[]@%.0123456789abcdefx-_~?#\\ \t", "é", "::", "ffff", "0x", "%25", "localhost",
+     "xn--", "\u3002", "\uff0e", "ß", "kva"]
+)  # fmt: skip
+
+
+@given(st.lists(_URL_BITS, max_size=30).map(lambda bits: "https://" + "".join(bits)))
+def test_R3_1_any_webhook_url_is_accepted_or_refused_clearly(url: str) -> None:
+    """Never a crash (a 500 at the API): a URL passes, or EgressRefused says why."""
+    unknown = Egress(resolve=lambda host, port: [])
+    try:
+        accepted = unknown.check_url(url)
+    except EgressRefused as exc:
+        message = exc.message
+    else:
+        message = "accepted" if accepted == url else "changed"
+    assert message == "accepted" or "refused" in message or "https:// URL" in message, message
 
 
 def test_R3_1_a_name_that_does_not_resolve_yet_is_accepted_and_checked_when_dialled() -> None:
