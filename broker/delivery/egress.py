@@ -67,17 +67,17 @@ def _nets(
 PRIVATE = _nets(
     ("127.0.0.0/8", "loopback"), ("::1/128", "loopback"),
     ("10.0.0.0/8", "private"), ("172.16.0.0/12", "private"), ("192.168.0.0/16", "private"),
-    ("100.64.0.0/10", "shared address space (CGNAT)"), ("fc00::/7", "unique-local"),
+    ("100.64.0.0/10", "shared address space: CGNAT"), ("fc00::/7", "unique-local"),
 )  # fmt: skip
 """Reachable only with ``BROKER_WEBHOOK_ALLOW_PRIVATE`` and on an allowed port."""
 REFUSED = _nets(
-    ("0.0.0.0/8", "unspecified"), ("169.254.0.0/16", "link-local (cloud metadata)"),
+    ("0.0.0.0/8", "unspecified"), ("169.254.0.0/16", "link-local: cloud metadata"),
     ("192.0.0.0/24", "IETF protocol assignments"), ("192.0.2.0/24", "documentation"),
     ("198.51.100.0/24", "documentation"), ("203.0.113.0/24", "documentation"),
     ("198.18.0.0/15", "benchmarking"), ("192.88.99.0/24", "6to4 relay anycast"),
     ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved or broadcast"),
     ("::/128", "unspecified"), ("100::/64", "discard-only"),
-    ("2001::/23", "IETF protocol assignments (Teredo)"), ("2001:db8::/32", "documentation"),
+    ("2001::/23", "IETF protocol assignments: Teredo"), ("2001:db8::/32", "documentation"),
     ("3fff::/20", "documentation"), ("64:ff9b:1::/48", "local-use translation"),
     ("::ffff:0:0:0/96", "IPv4-translated"), ("fe80::/10", "link-local"),
     ("fec0::/10", "site-local"), ("ff00::/8", "multicast"),
@@ -127,7 +127,7 @@ def classify(address: IPAddress) -> tuple[Verdict, str]:
     if isinstance(target, ipaddress.IPv6Address) and target.sixtofour is not None:
         verdict, label = classify(target.sixtofour)
         if verdict != "public":
-            return "refused", f"6to4 form of a {label} address"
+            return "refused", f"6to4 form of {target.sixtofour}, {label}"
     for net, label in REFUSED:
         if target.version == net.version and target in net:
             return "refused", label
