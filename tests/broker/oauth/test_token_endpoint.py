@@ -192,7 +192,7 @@ def test_C3_2_revoked_recipient_certificate_is_refused(broker: Broker) -> None:
 
 def test_R4_3_scopes_are_denied_by_default(broker: Broker) -> None:
     acme = broker.onboard("acme")
-    grid = broker.onboard("grid", Kind.ems, ("grid_operation",))
+    grid = broker.onboard("grid", Kind.ems, ("grid_operations",))
     nobody = broker.onboard("nobody", purposes=())
     for who, scope in [
         (acme, "ems:read"),
