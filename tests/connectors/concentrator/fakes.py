@@ -55,8 +55,9 @@ def frames_of(meter: int, count: int, start: int = 1) -> list[bytes]:
     return [ciphered_frame(meter, start + n) for n in range(count)]
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout_s`` passes."""
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout_s`` passes (a bound on a hang, not on
+    speed: a loaded machine is slow)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
