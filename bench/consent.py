@@ -27,6 +27,9 @@ from bench.common import database, new_log
 from broker.consent.service import ConsentService
 from broker.kit.clock import FixedClock
 from broker.kit.ids import SubjectHasher
+from broker.recipients.models import Recipient
+from broker.storage.db import Database
+from connectors.mdms.models import Customer
 from consent_ledger import (
     DEFAULT_VOCABULARY,
     ConsentRequest,
@@ -65,6 +68,20 @@ def _service() -> ConsentService:
     return ConsentService(new_log(), clock, SubjectHasher(b"b" * 32), signer)
 
 
+def _enrol(db: Database, events: int) -> None:
+    """The customers and recipients the requests name (a consent must name known parties)."""
+    with db.transaction() as session:
+        session.add_all(
+            Customer(customer_ref=f"C-{i:08d}", subject_hash=f"h{i}", created_us=0)
+            for i in range(events)
+        )
+        session.add_all(
+            Recipient(recipient_id=name, display_name=name, kind="third_party", purposes="[]",
+                      status="active", created_us=0, updated_us=0)
+            for name in RECIPIENTS
+        )  # fmt: skip
+
+
 def append_rate(backend: str, events: int, batch: int, receipts: bool) -> float:
     """Events a second appended in groups of ``batch`` on a fresh database of ``backend``;
     with ``receipts``, each group's receipts are signed after its commit, as a server does
@@ -75,6 +92,7 @@ def append_rate(backend: str, events: int, batch: int, receipts: bool) -> float:
     ]
     service = _service()
     with database(backend) as db:
+        _enrol(db, events)
         # The set-up (the 20 k requests built above, the modules, the engine) is moved out of
         # the collector's reach (gc.freeze, which a server can call after start-up; `broker
         # serve` does not yet): otherwise each full collection the ledger's growth triggers

@@ -267,10 +267,10 @@ def set_up(args: argparse.Namespace, progress: Progress) -> Iterator[tuple[Setup
         _fill(rt, args.meters, args.seed, day, progress)
         seconds["fill"] = time.perf_counter() - start
         customers = [f"CUST-{i + 1:07d}" for i in range(args.meters)]  # the simulator's refs
+        cert, key = _onboard(rt, tmp)  # registered first: a consent names a known recipient
         start = time.perf_counter()
         _consents(rt, customers, progress)
         seconds["consents"] = time.perf_counter() - start
-        cert, key = _onboard(rt, tmp)
         start = time.perf_counter()
         feeds = _feeds(rt, customers, day, args.format, progress)
         seconds["feeds"] = time.perf_counter() - start
