@@ -1,4 +1,4 @@
-"""``broker retention run`` as an operator runs it (R3.4, C1.7): readings past
+"""``broker retention run`` as an operator runs it (C3.3, GAO-08-343 lifecycle): readings past
 ``BROKER_RETENTION_READINGS_DAYS`` are gone from ``broker mdms readings``, newer ones stay, a dry
 run changes nothing, the run is audited, and the exported audit log still verifies with the
 pinned key."""
@@ -54,7 +54,7 @@ def _readings(capsys: pytest.CaptureFixture[str], meter: str, day: dt.date, days
     return _json(capsys, *args)["readings"]
 
 
-def test_R3_4_retention_run_purges_expired_readings_and_keeps_the_audit_verifiable(
+def test_C3_3_retention_run_purges_expired_readings_and_keeps_the_audit_verifiable(
     fleet: Fleet,
     data_dir: Path,
     tmp_path: Path,
@@ -108,7 +108,7 @@ def test_a_bad_retention_setting_is_a_clear_error(
     assert "BROKER_RETENTION_READINGS_DAYS" in err and "greater than or equal to 1" in err
 
 
-def test_R3_4_broker_serve_runs_the_retention_job_on_its_own(
+def test_C3_3_broker_serve_runs_the_retention_job_on_its_own(
     fleet: Fleet, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What ``broker serve`` runs besides the API: the purge at start and every interval."""

@@ -1,4 +1,4 @@
-"""The retention job on a broker with real readings, on SQLite and PostgreSQL (R3.4, C1.7):
+"""The retention job on a broker with real readings, on SQLite and PostgreSQL (C3.3, C1.7):
 what is past its period is purged (readings deleted, delivery bodies and decision inputs
 erased, expired portal rows deleted), what is not stays untouched, each run is one audit entry
 with counts and no personal data, and the audit log still verifies afterwards."""
@@ -58,7 +58,7 @@ def _entries(b: Broker) -> list[dict[str, Any]]:
         return [json.loads(body) for (body,) in rows]
 
 
-def test_R3_4_expired_readings_are_unreadable_and_unexpired_ones_untouched(b: Broker) -> None:
+def test_C3_3_expired_readings_are_unreadable_and_unexpired_ones_untouched(b: Broker) -> None:
     """NOW is the third day: with one day kept (besides today), the first day is due."""
     assert _stored_days(b) == [FIRST_DAY, FIRST_DAY + 1]
     meters = len(b.fleet.meters)
@@ -75,13 +75,13 @@ def test_R3_4_expired_readings_are_unreadable_and_unexpired_ones_untouched(b: Br
     assert again.counts["readings"] == 0  # idempotent
 
 
-def test_C1_7_readings_within_the_default_period_are_kept(b: Broker) -> None:
+def test_C3_3_readings_within_the_default_period_are_kept(b: Broker) -> None:
     report = _retention(b).run("test")
     assert report.total == 0
     assert _stored_days(b) == [FIRST_DAY, FIRST_DAY + 1]
 
 
-def test_delivery_bodies_past_retention_are_erased_and_the_rest_kept(b: Broker) -> None:
+def test_C3_3_delivery_bodies_past_retention_are_erased_and_the_rest_kept(b: Broker) -> None:
     outbox = open_outbox(b.rt, PushSettings())
     with b.rt.db.transaction() as session:
         old = outbox.enqueue(session, recipient="acme", url="https://acme.example/hook",
@@ -105,7 +105,7 @@ def test_delivery_bodies_past_retention_are_erased_and_the_rest_kept(b: Broker) 
         assert kept.status == DeliveryStatus.pending
 
 
-def test_decision_inputs_past_retention_are_erased_and_no_longer_replayed(b: Broker) -> None:
+def test_C3_3_decision_inputs_past_retention_are_erased_and_no_longer_replayed(b: Broker) -> None:
     pipeline = b.pipeline()
     with b.rt.db.transaction() as session:
         request = pipeline.request_for(session, "ems-grid", "grid_operations", ("consumption",),
@@ -146,7 +146,7 @@ def test_expired_portal_sessions_and_idle_throttle_rows_are_deleted(b: Broker) -
         assert session.get(SignInFailures, "account:old") is None
 
 
-def test_each_run_is_one_audit_entry_with_counts_and_no_personal_data(b: Broker) -> None:
+def test_C3_3_each_run_is_one_audit_entry_with_counts_and_no_personal_data(b: Broker) -> None:
     report = _retention(b, readings_days=1).run("cli:operator")
     (entry,) = _entries(b)
     assert entry["actor"] == "cli:operator"

@@ -1,4 +1,4 @@
-"""File-system races in the spool and deaths of the concentrator's threads (C1.5: the
+"""File-system races in the spool and deaths of the concentrator's threads (the
 concentrator keeps forwarding). Operators empty the dead-letter folder, delete spool files or
 leave half-written files while the sender scans: each race is reproduced deterministically by a
 hook at the moment the sender looks, and forwarding must go on afterwards."""
@@ -45,7 +45,7 @@ def _dead_letter_one(concentrator: Concentrator, mdms: FakeMdms, meter: int) -> 
     assert concentrator.status().dead_letter_batches >= 1
 
 
-def test_C1_5_dead_letter_emptied_during_a_scan_does_not_stop_forwarding(
+def test_dead_letter_emptied_during_a_scan_does_not_stop_forwarding(
     tmp_path: Path, vanish_after_first_look: list[Path]
 ) -> None:
     """The reported failure: ``path.stat()`` raised FileNotFoundError and killed the sender."""
@@ -130,7 +130,7 @@ def test_dead_letter_of_a_vanished_batch_forgets_it(tmp_path: Path) -> None:
     assert not list((tmp_path / "dead").iterdir())  # no orphan .why note
 
 
-def test_C1_5_a_sender_that_dies_raises_an_alarm_and_is_restarted(
+def test_a_sender_that_dies_raises_an_alarm_and_is_restarted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Any exception in a worker thread (here injected into the sender's loop) is an alarm in
