@@ -59,6 +59,7 @@ def test_dead_letter_keeps_the_batch_with_a_note_and_counts_it(tmp_path: Path) -
     spool = Spool.open(tmp_path)
     batch = spool.append(_body(1), "dc.a.")
     target = spool.dead_letter(batch, "the MDMS answered 400: malformed")
+    assert target is not None
     assert target.read_bytes() == _body(1)
     assert target.with_suffix(".why").read_text() == "the MDMS answered 400: malformed\n"
     assert (spool.pending_count, spool.dead_count, spool.used_bytes) == (0, 1, len(_body(1)))
