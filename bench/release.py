@@ -45,6 +45,7 @@ Prints one JSON object:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
@@ -69,7 +70,7 @@ from sqlmodel import Session
 
 from bench.common import database
 from bench.ingest import _rows as key_row
-from broker.api.app import feed_recipient
+from broker.api.access import Caller, access
 from broker.api.server import build, running
 from broker.api.tls import client_context
 from broker.audit.events import AuditEvent, AuditSink
@@ -101,19 +102,21 @@ PATHS = {HELLO: "/v1/bench/hello", HELLO_TOKEN: "/v1/bench/hello-token"}
 
 # ---- the server, in a process of its own ---------------------------------------------------
 
+PAGE_ACCESS = access("GET", "/v1/feeds/{feed_id}/data")
+
 
 def add_routes(app: FastAPI) -> None:
-    """The hello-world route, and the same behind the feed routes' recipient dependency
-    (``feed_recipient``: the client certificate checked against the CRL, the bound token
-    verified, the recipient's status read, the scope)."""
+    """The hello-world route, and the same behind a feed page's access check (``access``: the
+    client certificate checked against the CRL, the bound token verified, the recipient's
+    status read, the route's scope from the one table)."""
 
     @app.get(PATHS[HELLO])
     async def hello() -> dict[str, str]:
         return {"message": "Hello World"}
 
     @app.get(PATHS[HELLO_TOKEN])
-    async def hello_token(who: Annotated[str, Depends(feed_recipient)]) -> dict[str, str]:
-        return {"message": f"Hello {who}"}
+    async def hello_token(who: Annotated[Caller, Depends(PAGE_ACCESS)]) -> dict[str, str]:
+        return {"message": f"Hello {who.recipient_id}"}
 
 
 def serve(settings: Settings, oauth: OAuthSettings, conn: Connection) -> None:
@@ -158,7 +161,10 @@ class Setup:
     settings: Settings
     oauth: OAuthSettings
     customers: list[str]
-    feeds: list[str]
+    feeds: dict[str, list[str]]
+    """Feeds by use: a page is released once, so every page asked for needs a feed of its own:
+    ``pull<n>`` one per customer for each whole-day pull, ``check``, ``in_process`` and
+    ``rate`` (the keep-alive rate's pool)."""
     day: datetime
     cert: Path
     key: Path
@@ -230,12 +236,14 @@ def _onboard(rt: Runtime, tmp: Path) -> tuple[Path, Path]:
     return onboard_party(rt, tmp, RECIPIENT)
 
 
-def _feeds(rt: Runtime, customers: Sequence[str], day: datetime, fmt: str, progress: Progress
-           ) -> list[str]:  # fmt: skip
-    task = progress.add_task("feeds subscribed", total=len(customers))
+def _feeds(rt: Runtime, customers: Sequence[str], day: datetime, fmt: str, count: int,
+           progress: Progress) -> list[str]:  # fmt: skip
+    """``count`` feeds of one day, the customers in turn."""
+    task = progress.add_task("feeds subscribed", total=count)
     service = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
     out = []
-    for customer in customers:
+    for n in range(count):
+        customer = customers[n % len(customers)]
         spec = FeedSpec(
             PURPOSE, CATEGORIES, GRANULARITY, "subject", fmt, subject=customer,
             period_from=day, period_to=day + timedelta(days=1),
@@ -272,7 +280,10 @@ def set_up(args: argparse.Namespace, progress: Progress) -> Iterator[tuple[Setup
         _consents(rt, customers, progress)
         seconds["consents"] = time.perf_counter() - start
         start = time.perf_counter()
-        feeds = _feeds(rt, customers, day, args.format, progress)
+        sizes = {f"pull{n}": len(customers) for n in range(args.repeats)}
+        sizes |= {"check": 1, "in_process": args.releases + 20, "rate": args.rate_feeds}
+        subscribed = iter(_feeds(rt, customers, day, args.format, sum(sizes.values()), progress))
+        feeds = {use: list(itertools.islice(subscribed, size)) for use, size in sizes.items()}
         seconds["feeds"] = time.perf_counter() - start
         try:
             yield Setup(rt, settings, oauth, customers, feeds, day, cert, key, seconds), changed
@@ -394,10 +405,14 @@ def rate(clients: Sequence[httpx.Client], path: Callable[[int, int], str], secon
 def keepalive(url: str, setup: Setup, token: str, args: argparse.Namespace, progress: Progress
               ) -> dict[str, Any]:  # fmt: skip
     """Hello-world, hello-world behind token + rate limit, and a feed page, alternated."""
-    feeds = setup.feeds
+    pool = setup.feeds["rate"]
+    fresh = itertools.count()  # next() is atomic: every request gets a page never released
 
-    def page(i: int, n: int) -> str:  # client i's n-th page: the clients start far apart
-        return _page(feeds[(i * len(feeds) // 8 + n) % len(feeds)])
+    def page(_i: int, _n: int) -> str:
+        n = next(fresh)
+        if n >= len(pool):
+            raise RuntimeError(f"the rate used all {len(pool)} feeds: raise --rate-feeds")
+        return _page(pool[n])
 
     paths: dict[str, Callable[[int, int], str]] = {
         HELLO: lambda _i, _n: PATHS[HELLO],
@@ -545,11 +560,11 @@ def overhead(setup: Setup, releases: int, progress: Progress) -> dict[str, Any]:
         samples.append(one(requests[i % len(requests)]))
         progress.advance(task)
     feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
-    order = [setup.feeds[(i * 7919) % len(setup.feeds)] for i in range(releases)]
+    order = setup.feeds["in_process"]
     for feed_id in order[:20]:
         feeds.page(RECIPIENT, feed_id)
     pages = []
-    for feed_id in order:
+    for feed_id in order[20:]:
         start = clock()
         feeds.page(RECIPIENT, feed_id)
         pages.append(clock() - start)
@@ -618,7 +633,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with server_process(setup.settings, setup.oauth) as url:
             token = _token(url, setup)
             with _client(url, setup, token) as check:
-                _check_page(check, setup.feeds[0], setup.customers[0])
+                _check_page(check, setup.feeds["check"][0], setup.customers[0])
             start = time.perf_counter()
             result["keepalive_rps"] = {
                 "what": "requests/s over keep-alive connections: hello = a hello-world async "
@@ -643,8 +658,9 @@ def _pull_all(url: str, setup: Setup, token: str, args: argparse.Namespace, prog
     try:
         walls, latencies = [], []
         for repeat in range(args.repeats):
-            label = f"pull {repeat + 1}/{args.repeats}: one day, {len(setup.feeds)} feeds"
-            wall, found = pull(clients, setup.feeds, progress, label)
+            feeds = setup.feeds[f"pull{repeat}"]
+            label = f"pull {repeat + 1}/{args.repeats}: one day, {len(feeds)} feeds"
+            wall, found = pull(clients, feeds, progress, label)
             walls.append(wall)
             latencies.extend(found)
     finally:
@@ -653,13 +669,13 @@ def _pull_all(url: str, setup: Setup, token: str, args: argparse.Namespace, prog
     latencies.sort()
     n = len(latencies)
     return {
-        "what": f"one day of pseudonymised 15-minute data of {len(setup.feeds)} meters: no "
+        "what": f"one day of pseudonymised 15-minute data of {len(setup.customers)} meters: no "
         "single release can hold it (one customer per pseudonymised release), so one "
         "GET /v1/feeds/{id}/data per customer's feed (one pipeline run each), over keep-alive "
         "mTLS; page_* = latency of one such request, over every request of every repeat; "
         "pull_s = the whole day for all meters",
         "single_release_possible": False,
-        "requests_per_pull": len(setup.feeds),
+        "requests_per_pull": len(setup.customers),
         "clients": args.pull_clients,
         "repeats": args.repeats,
         "page_p50_ms": _ms(latencies[n // 2]),
@@ -667,7 +683,7 @@ def _pull_all(url: str, setup: Setup, token: str, args: argparse.Namespace, prog
         "page_max_ms": _ms(latencies[-1]),
         "pull_s": round(statistics.median(walls), 2),
         "pull_s_all": [round(w, 2) for w in walls],
-        "meters_per_s": round(len(setup.feeds) / statistics.median(walls), 1),
+        "meters_per_s": round(len(setup.customers) / statistics.median(walls), 1),
     }
 
 
@@ -680,6 +696,10 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=10_000, help="meters (= customers, feeds)")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("--repeats", type=int, default=2, help="pulls of the whole day")
+    parser.add_argument(
+        "--rate-feeds", type=int, default=6000,
+        help="feeds for the keep-alive rate (a page is released once: one feed per request)",
+    )  # fmt: skip
     parser.add_argument("--pull-clients", type=int, default=1, help="concurrent pulling clients")
     parser.add_argument(
         "--clients", type=_counts, default=[1, 4], help="concurrent clients for the rates: 1,4"
