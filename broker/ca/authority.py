@@ -30,7 +30,10 @@ from broker.keys.files import read_secret_file, write_secret_file
 from broker.kit.clock import Clock, from_us, to_us
 from broker.settings import Settings
 
-ROLES = ("mdms", "concentrator", "third-party", "ems", "broker", "regulator")
+ROLES = ("mdms", "concentrator", "third-party", "ems", "broker", "regulator", "operator")
+"""``operator``: a person or tool of the utility that manages the recipient registry over the
+API. ``broker`` is the server's own identity (its listeners and the client certificate of its
+pushes) and manages nothing: a webhook aimed back at the API cannot act with it."""
 ROLE_URI = "urn:x1332:role:"
 CRL_VALIDITY = timedelta(days=30)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -69,8 +69,8 @@ WRITE = Access(scopes=("feeds:write", "ems:write"))
 DELETIONS_READ = Access(scopes=("deletions:read",))
 DELETIONS_WRITE = Access(scopes=("deletions:write",))
 REGULATOR = Access(roles=("regulator",))
-MANAGER = Access(roles=("operator", "broker"))
-MANAGER_OR_OWN = Access(roles=("operator", "broker"), own=True)
+MANAGER = Access(roles=("operator",))
+MANAGER_OR_OWN = Access(roles=("operator",), own=True)
 ANY_CERTIFICATE = Access()
 
 ROUTES: dict[tuple[str, str], Access] = {

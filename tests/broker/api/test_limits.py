@@ -63,8 +63,8 @@ def issued(broker: Broker, name: str, role: str) -> Party:
 
 
 def operator(broker: Broker, name: str = "ops") -> Party:
-    """A client with a ``broker`` (operator) certificate: it manages recipients."""
-    return issued(broker, name, "broker")
+    """A client with an ``operator`` certificate: it manages recipients."""
+    return issued(broker, name, "operator")
 
 
 def bearer(broker: Broker, who: Party, scope: str = "feeds:read feeds:write") -> dict[str, str]:

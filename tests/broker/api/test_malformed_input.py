@@ -129,7 +129,7 @@ def test_R3_3_control_characters_and_bidi_overrides_in_a_registration_are_refuse
 ) -> None:
     """C3.2, R3.3: every string of a registration, and a display name that would read as
     another name, is refused over the API; nothing is stored."""
-    ops = _issue(served, "ops", "broker")
+    ops = _issue(served, "ops", "operator")
     good = {"recipient_id": "acme", "display_name": "Acme", "kind": "third_party"}
     bad: list[dict[str, Any]] = [
         {"recipient_id": f"acme{NUL}"},
@@ -188,7 +188,7 @@ def test_T7_an_unexpected_exception_answers_the_error_shape_and_keeps_the_connec
 ) -> None:
     """C1.8: a bug answers 500 in the one error shape with no traceback, and the next request
     on the same keep-alive connection works (the server used to drop it without saying so)."""
-    ops = _issue(served, "ops", "broker")
+    ops = _issue(served, "ops", "operator")
 
     def broken(*_args: object) -> list[Recipient]:
         raise RuntimeError("secret internals: /srv/broker/db password=hunter2")

@@ -45,9 +45,9 @@ def test_R3_3_openapi_names_the_scopes_and_roles_of_each_operation(broker: Broke
     audit = paths["/v1/regulator/audit"]["get"]
     assert audit["security"] == [{CERTIFICATE: ["regulator"]}]
     register = paths["/v1/recipients"]["post"]
-    assert _alternatives(register, CERTIFICATE) == [["broker"], ["operator"]]
+    assert _alternatives(register, CERTIFICATE) == [["operator"]]
     show = paths["/v1/recipients/{recipient_id}"]["get"]
-    assert _alternatives(show, CERTIFICATE) == [["broker"], ["operator"], ["self"]]
+    assert _alternatives(show, CERTIFICATE) == [["operator"], ["self"]]
     for item in paths.values():  # every token requirement is over mutual TLS too
         for operation in item.values():
             for requirement in operation["security"]:

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker.ca.service import open_ca
+from broker.ca.service import open_ca, server_identity
 from tests.broker.oauth.conftest import Broker, Party
 
 pytestmark = pytest.mark.timeout(60)
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(60)
 def _operator(broker: Broker) -> Party:
     with broker.rt.db.transaction() as session:
         made = open_ca(broker.rt).issue(
-            session, broker.rt.audit, role="broker", name="ops", actor="test"
+            session, broker.rt.audit, role="operator", name="ops", actor="test"
         )
     assert made.key_path is not None
     return Party("ops", made.cert_path, made.key_path, None)  # type: ignore[arg-type]
@@ -66,6 +66,21 @@ def test_R3_3_a_recipient_reads_only_its_own_record(broker: Broker) -> None:
         assert client.post("/v1/recipients/other/suspend", json={"reason": "x"}).status_code == 403
         assert client.post("/v1/recipients/acme/revoke", json={"reason": "x"}).status_code == 403
     assert other.name == "other"
+
+
+def test_C3_2_the_servers_own_certificate_manages_nothing(broker: Broker) -> None:
+    """The push worker presents the server's ``broker`` certificate to webhooks; a webhook aimed
+    back at the registry must not act with it (a confused deputy): only ``operator`` manages."""
+    acme = broker.onboard("acme")
+    cert, key = server_identity(broker.rt, open_ca(broker.rt), "test")
+    server = Party("broker", cert, key, None)  # type: ignore[arg-type]
+    with broker.client(server) as client:
+        revoke = client.post("/v1/recipients/acme/revoke", json={"reason": "from a webhook"})
+        listed = client.get("/v1/recipients")
+    assert revoke.status_code == 403 and "needs a certificate of role operator" in revoke.text
+    assert listed.status_code == 403
+    with broker.client(acme) as client:
+        assert client.get("/v1/recipients/acme").json()["status"] == "active"
 
 
 def test_mass_assignment_is_refused(broker: Broker) -> None:
