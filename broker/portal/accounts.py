@@ -14,6 +14,7 @@ from broker.audit.events import AuditEvent, AuditSink
 from broker.errors import BrokerError
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher
+from broker.kit.text import text_problem
 from broker.portal.models import CustomerAccount
 from broker.portal.sessions import end_all
 
@@ -41,6 +42,9 @@ class Accounts:
         _check_new(password)
         if not username or len(username) > 64:
             raise AccountError("a username has 1 to 64 characters")
+        problem = text_problem(username, display=True)
+        if problem is not None:  # a name the customer types and reads: plain text only
+            raise AccountError(f"the username {problem}")
         taken = session.execute(
             select(ACCOUNTS.c.username).where(
                 (ACCOUNTS.c.username == username) | (ACCOUNTS.c.customer_ref == customer_ref)

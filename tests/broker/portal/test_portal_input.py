@@ -17,6 +17,7 @@ from sqlmodel import func, select
 
 from broker.ca.authority import CertificateAuthority
 from broker.kit.clock import SystemClock
+from broker.portal.accounts import AccountError, Accounts
 from broker.portal.serve import running_portal
 from broker.runtime import Runtime, init_keys, prepare_data_dir
 from broker.storage.db import Database
@@ -110,3 +111,17 @@ def test_T7_a_bug_in_the_portal_answers_the_error_shape_and_keeps_the_connection
         assert conn.sock is not None and conn.sock.getsockname() == local
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("username", ["ali\x00ce", "alice\n", "ali\u202ece"])
+def test_T7_an_account_name_with_control_or_format_characters_is_never_created(
+    portal: tuple[Runtime, int], username: str
+) -> None:
+    """Every path that creates an account (CLI, import, tests) goes through the service."""
+    rt, _port = portal
+    before = _rows(rt)
+    with pytest.raises(AccountError, match="the username holds"), rt.db.transaction() as session:
+        Accounts(rt.audit, rt.clock, rt.hasher).create(
+            session, username, "CUST-0000001", "a long enough password", "test"
+        )
+    assert _rows(rt) == before
