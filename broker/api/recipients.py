@@ -1,10 +1,11 @@
 """The recipients registry over HTTPS (C3.2, R3.3): onboarding and cutting off recipients.
 
-Management needs an ``operator`` certificate (the server's own ``broker`` one manages nothing); a recipient may read its own record,
-renew its certificate and register its own assertion keys (each route's roles are in the one
-table, ``broker.oauth.scopes.ROUTES``). Request bodies forbid unknown fields (no mass assignment:
-status and times are never taken from a body); every route spends a token of the caller's
-request bucket (``client_rate``, 429) and bodies are bounded by the app (413).
+Management needs an ``operator`` certificate (the server's own ``broker`` one manages
+nothing); a recipient may read its own record, renew its certificate and register its own
+assertion keys (each route's roles are in the one table, ``broker.oauth.scopes.ROUTES``).
+Request bodies forbid unknown fields (no mass assignment: status and times are never taken
+from a body); every route spends a token of the caller's request bucket (``client_rate``, 429)
+and bodies are bounded by the app (413).
 """
 
 from __future__ import annotations
