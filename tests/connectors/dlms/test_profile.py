@@ -255,7 +255,9 @@ def test_an_array_announcing_four_billion_entries_is_refused_at_once() -> None:
     for body in (b"\x01\x84\xff\xff\xff\xff", HEAD + b"\x01\x84\xff\xff\xff\xff" + ENTRY):
         with pytest.raises(FrameRejected):
             profile.decode_body(body)
-    assert time.perf_counter() - started < 1.0
+    # Not a speed target: refused up front takes microseconds, 2^32 phantom elements take
+    # hours, so a bound this loose tells them apart on a loaded machine too.
+    assert time.perf_counter() - started < 30.0
 
 
 # --- properties ------------------------------------------------------------------------------
