@@ -22,6 +22,7 @@ from broker.audit.export import ExportFilters, export_bundle
 from broker.kit.text import AwareDatetime
 from broker.regulator import MAX_LIMIT, AuditQuery, audit_entries, metrics
 from broker.runtime import Runtime
+from broker.storage.guard import MAX_SEQ
 
 EXPORT_MEDIA_TYPE = "application/x-ndjson"
 Audit = Annotated[Caller, Depends(access("GET", "/v1/regulator/audit"))]
@@ -65,7 +66,7 @@ def regulator_router(rt: Runtime) -> APIRouter:
         recipient: str | None = None,
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
-        after_seq: Annotated[int, Query(ge=-1)] = -1,
+        after_seq: Annotated[int, Query(ge=-1, le=MAX_SEQ)] = -1,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     ) -> AuditPage:
         """Entries in sequence order; page with ``after_seq``."""

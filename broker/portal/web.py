@@ -62,6 +62,7 @@ from broker.portal.throttle import DeviceCookies, Throttle, source_of
 from broker.recipients.service import Recipients
 from broker.regulator import AuditQuery, audit_entries
 from broker.runtime import Runtime
+from broker.storage.guard import MAX_SEQ
 from connectors.mdms.models import Meter
 from connectors.mdms.readings import StoredDay, read_days
 from consent_ledger import ConsentRequest, notice_hash
@@ -277,7 +278,7 @@ def portal_app(rt: Runtime, oidc: PortalOidcSettings | None = None) -> FastAPI:
         action: Annotated[Text, Form()],
         categories: Annotated[list[Text] | None, Form()] = None,
         granularity: Annotated[Text, Form()] = "",
-        days: Annotated[int, Form()] = 1,
+        days: Annotated[int, Form(ge=1, le=3660)] = 1,
         broker_session: Annotated[str | None, Cookie()] = None,
     ) -> Response:
         customer = customer_of(broker_session)
@@ -511,7 +512,7 @@ def _me_router(rt: Runtime, customer_of: Any, csrf: Any, rate: PortalRate) -> AP
     @router.get("/access", summary="Who received what, when, why, under which decision")
     def access(
         broker_session: Annotated[str | None, Cookie()] = None,
-        after_seq: Annotated[int, Query(ge=-1)] = -1,
+        after_seq: Annotated[int, Query(ge=-1, le=MAX_SEQ)] = -1,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> dict[str, Any]:
         customer = customer_of(broker_session)

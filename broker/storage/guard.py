@@ -30,23 +30,43 @@ class UnstorableText(BrokerError):
     status_code = 422
 
 
-def _strings(parameters: Any) -> Iterator[tuple[str, str]]:
-    """(where, value) of every string among a statement's parameters (a mapping or sequence,
-    and one level of arrays inside)."""
+class UnstorableNumber(BrokerError):
+    """An integer outside the signed 64 bits both databases store (SQLite's driver raised
+    ``OverflowError``, a 500, for ``after_seq=89482238066410353852416``)."""
+
+    status_code = 422
+
+
+MAX_SEQ = 2**63 - 1
+"""The largest integer a statement may carry (BIGINT, SQLite INTEGER); query parameters that
+reach the database are bounded by it at the edge too."""
+
+
+def _values(parameters: Any) -> Iterator[tuple[str, object]]:
+    """(where, value) of every parameter of a statement (a mapping or sequence, and one level of
+    arrays inside)."""
     items = parameters.items() if isinstance(parameters, Mapping) else enumerate(parameters)
     for key, value in items:
-        if isinstance(value, str):
+        if isinstance(value, list | tuple):
+            yield from ((str(key), v) for v in value)
+        else:
             yield str(key), value
-        elif isinstance(value, list | tuple):
-            yield from ((str(key), v) for v in value if isinstance(v, str))
 
 
 def check_parameters(parameters: Any, executemany: bool) -> None:
-    """Raise ``UnstorableText`` if any string parameter holds a refused control character."""
+    """Raise ``UnstorableText`` if any string parameter holds a refused control character, and
+    ``UnstorableNumber`` if an integer does not fit in 64 bits."""
     if not parameters:
         return
     for row in parameters if executemany else (parameters,):
-        for where, value in _strings(row):
+        for where, value in _values(row):
+            if isinstance(value, int) and not -MAX_SEQ - 1 <= value <= MAX_SEQ:
+                raise UnstorableNumber(
+                    f"the number in parameter {where} is outside the 64-bit range the database "
+                    "stores; it is never stored or looked up"
+                )
+            if not isinstance(value, str):
+                continue
             found = _STORED_CONTROL.search(value)
             if found is not None:
                 code = ord(found.group())

@@ -132,3 +132,17 @@ def test_T7_a_client_over_its_request_rate_gets_429_with_retry_after(tmp_path: P
     assert int(answers[-1].headers["Retry-After"]) >= 1
     assert answers[-1].json()["error"] == "Throttled"
     assert unaffected.status_code == 200  # one client's flood does not stop another
+
+
+def test_T7_a_sequence_number_past_64_bits_is_refused_clearly(rt: Runtime) -> None:
+    """Schemathesis found ``after_seq=89482238066410353852416`` answered 500 (the driver's
+    OverflowError); it is a 422 naming the parameter, and the next request works."""
+    regulator = _issue(rt, "ofgem", "regulator")
+    with (
+        running(build(rt, "test")) as port,
+        _client(rt, f"https://127.0.0.1:{port}", regulator) as c,
+    ):
+        huge = c.get("/v1/regulator/audit", params={"after_seq": 89482238066410353852416})
+        last = c.get("/v1/regulator/audit", params={"after_seq": 2**63 - 1})
+    assert huge.status_code == 422 and "after_seq" in huge.json()["detail"], huge.text
+    assert last.status_code == 200 and last.json()["entries"] == []

@@ -11,10 +11,10 @@ from sqlmodel import col
 
 from broker.recipients.models import Recipient
 from broker.storage.db import Database
-from broker.storage.guard import UnstorableText
+from broker.storage.guard import MAX_SEQ, UnstorableNumber, UnstorableText
 
 
-def _row(recipient_id: str, display_name: str) -> Recipient:
+def _row(recipient_id: str, display_name: str, created_us: int = 0) -> Recipient:
     return Recipient(
         recipient_id=recipient_id,
         display_name=display_name,
@@ -22,7 +22,7 @@ def _row(recipient_id: str, display_name: str) -> Recipient:
         purposes="[]",
         webhook_url=None,
         status="active",
-        created_us=0,
+        created_us=created_us,
         updated_us=0,
     )
 
@@ -43,3 +43,17 @@ def test_T7_text_with_a_control_character_is_never_stored(database: Database, ba
     with database.transaction() as session:
         stored = session.get(Recipient, "acme")
         assert stored is not None and stored.display_name == "Acme\tMulti\r\nline"
+
+
+@pytest.mark.parametrize("bad", [MAX_SEQ + 1, -MAX_SEQ - 2, 89482238066410353852416])
+def test_T7_a_number_past_64_bits_is_a_clear_error_not_a_driver_crash(
+    database: Database, bad: int
+) -> None:
+    """SQLite's driver raised OverflowError (a 500) for a sequence number a fuzzer sent."""
+    with pytest.raises(UnstorableNumber, match="64-bit"), database.transaction() as session:
+        session.add(_row("acme", "Acme", bad))
+    with database.transaction() as session:
+        session.add(_row("acme", "Acme", MAX_SEQ))
+    with database.transaction() as session:
+        stored = session.get(Recipient, "acme")
+        assert stored is not None and stored.created_us == MAX_SEQ
