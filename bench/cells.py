@@ -38,8 +38,9 @@ from broker.policy.decision import Decision, Facts, ReleaseRequest
 from broker.policy.service import activate_shipped_if_none
 from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration
-from broker.release.pipeline import ReleaseOptions, ReleasePipeline, open_pipeline
-from broker.runtime import Runtime, init_keys, prepare_data_dir
+from broker.release.service import ReleaseOptions, ReleasePipeline
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir
+from broker.runtime.wiring import open_pipeline
 from connectors.meters.simulator import Fleet
 from deidentify.aggregate import Rules, aggregate
 from deidentify.canonical import canonical_cells

@@ -17,7 +17,7 @@ from broker.audit.events import AuditEvent
 from broker.audit.log import AuditLog
 from broker.audit.note import NoteSigner
 from broker.kit.clock import FixedClock
-from broker.storage import migrate
+from broker.schema import migrate
 from broker.storage.db import Database
 
 PG_ADMIN = os.environ.get("BROKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.common import database, new_log
 from broker.consent.service import ConsentService
+from broker.customers.models import Customer
 from broker.kit.clock import FixedClock
 from broker.kit.ids import SubjectHasher
 from broker.recipients.models import Recipient
 from broker.storage.db import Database
-from connectors.mdms.models import Customer
 from consent_ledger import (
     DEFAULT_VOCABULARY,
     ConsentRequest,

@@ -37,8 +37,8 @@ from broker.kit.ids import SubjectHasher
 from broker.policy.bundle import load_bundle, shipped_bundle_dir
 from broker.policy.decision import TABLE, DecisionLog, DecisionPoint, Facts, ReleaseRequest
 from broker.policy.diff import diff
-from broker.policy.engine import EmbeddedEngine
 from broker.policy.facts import covering_consents
+from broker.rego.engine import EmbeddedEngine
 from consent_ledger import LedgerState
 
 NOW = T0 + timedelta(days=1)

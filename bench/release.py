@@ -75,8 +75,6 @@ from broker.api.server import build, running
 from broker.api.tls import client_context
 from broker.audit.events import AuditEvent, AuditSink
 from broker.ca.authority import CertificateAuthority
-from broker.consent.wiring import open_consents
-from broker.demo_service import _party as onboard_party
 from broker.kit.clock import SystemClock
 from broker.oauth.settings import OAuthSettings
 from broker.policy.decision import ReleaseRequest
@@ -84,11 +82,13 @@ from broker.policy.service import activate_shipped_if_none
 from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration
 from broker.release.feeds import FeedService, FeedSpec
-from broker.release.pipeline import ReleasePipeline, open_pipeline
-from broker.runtime import Runtime, init_keys, prepare_data_dir
+from broker.release.service import ReleasePipeline
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir
+from broker.runtime.wiring import open_consents, open_pipeline
 from broker.settings import Mode, Settings
 from connectors.meters.simulator import Fleet
 from consent_ledger import ConsentRequest, Give, notice_hash
+from demo.service import _party as onboard_party
 
 RECIPIENT = "bench-flex"
 PURPOSE = "demand_response"

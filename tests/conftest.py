@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from broker.storage import migrate
+from broker.schema import migrate
+from broker.schema.tables import metadata
 from broker.storage.db import Database
-from broker.storage.tables import metadata
 
 PG_ADMIN_DSN = os.environ.get("BROKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -20,12 +20,15 @@ import anyio
 from fastapi import Request
 
 from broker.api.peer import PeerDep
-from broker.api.tls import Peer
+from broker.ca.peer import Peer
 from broker.errors import Forbidden
-from broker.oauth.scopes import ROUTES, Access, Narrowing, narrowing
+from broker.kit.clock import from_us, to_rfc3339
+from broker.oauth.scopes import ROUTES, Access, InsufficientScope, Narrowing, missing, narrowing
+from broker.oauth.tokens import InvalidToken, TokenCodec, thumbprint
+from broker.recipients.models import Recipient, Status
+from broker.storage.db import Database
 
 if TYPE_CHECKING:
-    from broker.api.oauth import TokenGuard
     from broker.oauth.tokens import AccessToken
 
 SELF = "self"
@@ -55,6 +58,50 @@ def security(access: Access) -> list[Requirement]:
         return [{"mutualTLS": [], "boundToken": [scope]} for scope in access.scopes]
     roles = [[role] for role in access.roles] + ([[SELF]] if access.own else [])
     return [{"mutualTLS": role} for role in roles] or [{"mutualTLS": []}]
+
+
+class TokenGuard:
+    """Checks bearer tokens for resource routes (one per app, in ``app.state.token_guard``)."""
+
+    def __init__(self, codec: TokenCodec, db: Database) -> None:
+        self._codec, self._db = codec, db
+
+    def check(self, authorization: str | None, peer: Peer, needed: tuple[str, ...]) -> Caller:
+        """The caller, if its token is valid here and carries every scope in ``needed``."""
+        caller = self._verified(authorization, peer)
+        lacking = sorted(set(needed) - caller.scopes)
+        if lacking:
+            raise InsufficientScope(lacking)
+        return caller
+
+    def check_access(self, authorization: str | None, peer: Peer, access: Access) -> Caller:
+        """The caller, if its token is valid here and carries one of ``access.scopes``."""
+        caller = self._verified(authorization, peer)
+        refused = missing(access, caller.scopes)
+        if refused is not None:
+            raise refused
+        return caller
+
+    def _verified(self, authorization: str | None, peer: Peer) -> Caller:
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise InvalidToken("send the access token as 'Authorization: Bearer <token>'")
+        token = self._codec.verify(value.strip())
+        if token.x5t_s256 != thumbprint(peer.fingerprint):
+            raise InvalidToken("the access token is bound to another client certificate")
+        with self._db.transaction() as session:
+            recipient = session.get(Recipient, token.recipient_id)
+            status = recipient.status if recipient else "unknown"
+            suspended_us = recipient.suspended_us if recipient else None
+        if status != Status.active:
+            raise InvalidToken(f"recipient {token.recipient_id} is {status}")
+        if suspended_us is not None and token.issued_at * 1_000_000 <= suspended_us:
+            # iat has whole seconds: a token of the suspension's second is refused too
+            raise InvalidToken(
+                f"the access token was issued before {token.recipient_id} was suspended "
+                f"(at {to_rfc3339(from_us(suspended_us))}); ask for a new token"
+            )
+        return Caller(token.recipient_id, token.scopes, peer, token)
 
 
 def check_certificate(access: Access, route: str, peer: Peer, named: str | None) -> Caller:

@@ -44,8 +44,8 @@ from broker.api.tls import RevocationCheck
 from broker.errors import BrokerError
 from broker.oauth.settings import OAuthSettings
 from broker.release.feeds import FeedService
-from broker.release.pipeline import open_pipeline
-from broker.runtime import Runtime, limit_settings
+from broker.runtime.core import Runtime, limit_settings
+from broker.runtime.wiring import open_pipeline
 from connectors.mdms.limits import Limits
 
 __all__ = ["OWN_BODY_BOUNDS", "ClientRate", "Health", "create_app"]

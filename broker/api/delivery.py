@@ -28,10 +28,10 @@ from broker.api.schemas import ErrorBody
 from broker.audit.events import AuditEvent
 from broker.delivery import deletion
 from broker.delivery.outbox import delivery_json
-from broker.delivery.service import open_deletions, open_outbox
 from broker.delivery.signing import load_delivery_key, public_jwk
 from broker.kit.text import Text
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
+from broker.runtime.wiring import open_deletions, open_outbox
 
 DeletionStatusQuery = Annotated[
     str | None,

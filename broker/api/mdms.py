@@ -25,8 +25,8 @@ from sqlmodel import col, func, select
 
 from broker.api.peer import PeerDep
 from broker.api.schemas import ErrorBody
-from broker.api.tls import Peer
 from broker.audit.events import AuditEvent
+from broker.ca.peer import Peer
 from broker.errors import (
     BrokerError,
     Forbidden,
@@ -34,7 +34,7 @@ from broker.errors import (
     Throttled,
     UnsupportedMediaType,
 )
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
 from connectors.dlms.batch import MEDIA_TYPE, BatchError, check_batch_id, decode_batch
 from connectors.mdms.answers import BatchResult
 from connectors.mdms.limits import Limits

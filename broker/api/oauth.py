@@ -1,7 +1,7 @@
 """The OAuth 2.0 routes and the token check every resource route uses (C3.2, R3.3, T7, C1.8).
 
 ``oauth_router`` serves ``POST /oauth/token`` (client credentials; ``tls_client_auth`` or
-``private_key_jwt``, see ``broker.oauth.server``). Limits come before any work: the body is
+``private_key_jwt``, see ``broker.oauth.service``). Limits come before any work: the body is
 read up to ``max_body_bytes`` (413) and each client certificate has a token bucket of requests
 (429 + Retry-After). ``TokenGuard`` checks the token of a resource route: it must be the
 broker's, unexpired, for its audience, shown over a connection whose certificate is the one it
@@ -23,22 +23,19 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from broker.api.access import Caller
+from broker.api.access import Caller, TokenGuard
 from broker.api.mdms import _read_body
 from broker.api.peer import PeerDep
 from broker.api.recipients import recipients_router
 from broker.api.schemas import ErrorBody
-from broker.api.tls import Peer
+from broker.ca.peer import Peer
 from broker.errors import Throttled
-from broker.kit.clock import from_us, to_rfc3339
 from broker.kit.text import text_problem
-from broker.oauth.scopes import Access, InsufficientScope, missing
-from broker.oauth.server import BrokerAuthorizationServer
+from broker.oauth.scopes import InsufficientScope
+from broker.oauth.service import BrokerAuthorizationServer
 from broker.oauth.settings import OAuthSettings
-from broker.oauth.tokens import InvalidToken, TokenCodec, load_token_key, thumbprint
-from broker.recipients.models import Recipient, Status
-from broker.runtime import Runtime
-from broker.storage.db import Database
+from broker.oauth.tokens import TokenCodec, load_token_key
+from broker.runtime.core import Runtime
 from connectors.mdms.limits import Limits, LimitSettings
 
 FORM = "application/x-www-form-urlencoded"
@@ -56,50 +53,6 @@ class OAuthErrorBody(BaseModel):
 
     error: str
     error_description: str | None = None
-
-
-class TokenGuard:
-    """Checks bearer tokens for resource routes (one per app, in ``app.state.token_guard``)."""
-
-    def __init__(self, codec: TokenCodec, db: Database) -> None:
-        self._codec, self._db = codec, db
-
-    def check(self, authorization: str | None, peer: Peer, needed: tuple[str, ...]) -> Caller:
-        """The caller, if its token is valid here and carries every scope in ``needed``."""
-        caller = self._verified(authorization, peer)
-        lacking = sorted(set(needed) - caller.scopes)
-        if lacking:
-            raise InsufficientScope(lacking)
-        return caller
-
-    def check_access(self, authorization: str | None, peer: Peer, access: Access) -> Caller:
-        """The caller, if its token is valid here and carries one of ``access.scopes``."""
-        caller = self._verified(authorization, peer)
-        refused = missing(access, caller.scopes)
-        if refused is not None:
-            raise refused
-        return caller
-
-    def _verified(self, authorization: str | None, peer: Peer) -> Caller:
-        scheme, _, value = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise InvalidToken("send the access token as 'Authorization: Bearer <token>'")
-        token = self._codec.verify(value.strip())
-        if token.x5t_s256 != thumbprint(peer.fingerprint):
-            raise InvalidToken("the access token is bound to another client certificate")
-        with self._db.transaction() as session:
-            recipient = session.get(Recipient, token.recipient_id)
-            status = recipient.status if recipient else "unknown"
-            suspended_us = recipient.suspended_us if recipient else None
-        if status != Status.active:
-            raise InvalidToken(f"recipient {token.recipient_id} is {status}")
-        if suspended_us is not None and token.issued_at * 1_000_000 <= suspended_us:
-            # iat has whole seconds: a token of the suspension's second is refused too
-            raise InvalidToken(
-                f"the access token was issued before {token.recipient_id} was suspended "
-                f"(at {to_rfc3339(from_us(suspended_us))}); ask for a new token"
-            )
-        return Caller(token.recipient_id, token.scopes, peer, token)
 
 
 def require_token(*needed: str) -> Callable[..., Any]:

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from broker.api.tls import Peer, RevocationCheck, peer_from_pem
+from broker.api.tls import RevocationCheck
+from broker.ca.peer import Peer, peer_from_pem
 from broker.errors import BrokerError, Forbidden
 
 

@@ -20,15 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from broker.api.access import Caller, access
 from broker.api.limits import client_rate
 from broker.api.schemas import error_responses
-from broker.api.tls import Peer
-from broker.ca.service import open_ca
+from broker.ca.peer import Peer
 from broker.errors import Forbidden
 from broker.kit.clock import from_us, to_rfc3339
 from broker.kit.text import DisplayName, JsonObject, MultilineText, Text
 from broker.recipients.models import Kind, Recipient
 from broker.recipients.service import Registration, purposes_of
-from broker.recipients.wiring import open_recipients
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
+from broker.runtime.wiring import open_ca, open_recipients
 
 ONE = "/v1/recipients/{recipient_id}"
 Register = Annotated[Caller, Depends(access("POST", "/v1/recipients"))]

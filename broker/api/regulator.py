@@ -16,12 +16,12 @@ from pydantic import BaseModel
 
 from broker.api.access import Caller, access
 from broker.api.schemas import error_responses
-from broker.api.tls import Peer
 from broker.audit.events import AuditEvent
 from broker.audit.export import ExportFilters, export_bundle
+from broker.ca.peer import Peer
 from broker.kit.text import AwareDatetime
-from broker.regulator import MAX_LIMIT, AuditQuery, audit_entries, metrics
-from broker.runtime import Runtime
+from broker.regulator.service import MAX_LIMIT, AuditQuery, audit_entries, metrics
+from broker.runtime.core import Runtime
 from broker.storage.guard import MAX_SEQ
 
 EXPORT_MEDIA_TYPE = "application/x-ndjson"

@@ -30,9 +30,9 @@ from uvicorn.server import ServerState
 from broker.api.app import create_app
 from broker.api.hardening import HttpTimeouts, timeouts_of
 from broker.api.tls import RevocationCheck, server_context
-from broker.ca.service import open_ca, recorded_fingerprints, server_identity
 from broker.oauth.settings import OAuthSettings
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
+from broker.runtime.wiring import open_ca, recorded_fingerprints, server_identity
 from connectors.mdms.limits import Limits
 
 logger = logging.getLogger(__name__)

@@ -14,13 +14,11 @@ from __future__ import annotations
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from cryptography import x509
 
-from broker.ca.authority import common_name, fingerprint, role_of
+from broker.ca.peer import Peer
 
 
 def server_context(ca_pem: Path, crl_pem: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -43,24 +41,6 @@ def client_context(
     if cert is not None:
         ctx.load_cert_chain(cert, key)
     return ctx
-
-
-@dataclass(frozen=True)
-class Peer:
-    """The authenticated caller: who the client certificate says it is."""
-
-    name: str
-    role: str | None
-    serial: str
-    fingerprint: str
-
-
-@lru_cache(maxsize=4096)
-def peer_from_pem(pem: str) -> Peer:
-    cert = x509.load_pem_x509_certificate(pem.encode())
-    return Peer(
-        common_name(cert), role_of(cert), format(cert.serial_number, "x"), fingerprint(cert)
-    )
 
 
 class RevocationCheck:

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from broker.ca.authority import ROLES, CAError, CertificateAuthority
-from broker.ca.service import open_ca
 from broker.cli.common import actor, console, runtime
 from broker.kit.clock import SystemClock, from_us
+from broker.runtime.wiring import open_ca
 from broker.settings import load_settings
 
 app = typer.Typer(help="The private certificate authority for mutual TLS.", no_args_is_help=True)

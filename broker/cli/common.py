@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from broker.errors import BrokerError
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
 from broker.settings import load_settings
 from connectors.meters.load import INTERVALS_S
 

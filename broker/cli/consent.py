@@ -19,10 +19,10 @@ from rich.table import Table
 from broker.cli.common import actor, console, print_json, runtime
 from broker.consent.errors import ConsentLedgerBroken, refusals
 from broker.consent.service import Appended
-from broker.consent.wiring import load_receipt_signer, open_consents
 from broker.errors import ConfigurationError
 from broker.kit.clock import to_rfc3339
-from broker.runtime import consent_receipt_public_key_path
+from broker.runtime.core import consent_receipt_public_key_path
+from broker.runtime.wiring import load_receipt_signer, open_consents
 from broker.settings import load_settings
 from consent_ledger import (
     GRANULARITY_S,

@@ -9,8 +9,8 @@ import typer
 
 from broker.audit.events import AuditEvent
 from broker.cli.common import actor, console, print_json, runtime
-from broker.delivery.erasure import erase_customer
-from broker.portal.oidc import Identities
+from broker.customers.identities import Identities
+from broker.runtime.wiring import erase_customer
 from connectors.mdms.keyfile import read_customer_file
 
 app = typer.Typer(help="Customers (personal data, sealed).", no_args_is_help=True)

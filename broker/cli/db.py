@@ -7,9 +7,9 @@ import typer
 from broker.cli.common import actor, console
 from broker.kit.clock import SystemClock
 from broker.policy.service import activate_shipped_if_none
-from broker.runtime import Runtime, initialise, upgrade_schema
+from broker.runtime.core import Runtime, initialise, upgrade_schema
+from broker.schema import migrate
 from broker.settings import load_settings
-from broker.storage import migrate
 from broker.storage.db import Database
 
 app = typer.Typer(help="Database schema.", no_args_is_help=True)

@@ -9,7 +9,7 @@ import typer
 from broker.cli.common import actor, console, print_json, runtime
 from broker.delivery.models import DeliveryStatus
 from broker.delivery.outbox import delivery_json
-from broker.delivery.service import open_outbox
+from broker.runtime.wiring import open_outbox
 
 app = typer.Typer(help="Webhook deliveries: list, dead letters, redrive.", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from broker.cli.common import actor, console, print_json, runtime
-from broker.runtime import audit_public_key_path, init_keys, prepare_data_dir, rotate_kek
+from broker.runtime.core import audit_public_key_path, init_keys, prepare_data_dir, rotate_kek
 from broker.settings import load_settings
 
 app = typer.Typer(help="Key management: KEK, data keys, crypto-shredding.", no_args_is_help=True)

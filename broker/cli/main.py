@@ -1,5 +1,8 @@
 """The ``broker`` command: one Typer app, sub-commands per concern, one error exit path.
 
+Packages outside the product add commands through entry points of the ``broker.commands`` group
+(the demo adds ``broker demo``): the product never imports them.
+
 Every expected failure is a ``BrokerError``: it prints ``error: <message>`` on stderr and exits
 with the error's code (2 configuration, 3 storage, 4 keys, 1 otherwise); usage errors exit 2.
 """
@@ -7,6 +10,7 @@ with the error's code (2 configuration, 3 storage, 4 keys, 1 otherwise); usage e
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 
 import click
 import typer
@@ -20,7 +24,6 @@ from broker.cli import (
     customers,
     db,
     deliveries,
-    demo,
     keys,
     mdms,
     meters,
@@ -31,6 +34,9 @@ from broker.cli import (
     serve,
 )
 from broker.errors import BrokerError
+
+COMMANDS = "broker.commands"
+"""Commands that packages outside the product add to ``broker`` (entry points of this group)."""
 
 app = typer.Typer(
     name="broker",
@@ -54,7 +60,8 @@ app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(retention.app, name="retention")
 app.command("init")(db.init)
 app.command("serve")(serve.serve)
-app.command("demo")(demo.demo)
+for command in entry_points(group=COMMANDS):  # such as ``broker demo``, from the demo package
+    app.command(command.name)(command.load())
 
 _stderr = Console(stderr=True, soft_wrap=True)
 # typer 0.29 parses with a click of its own (``typer._click``): a bad option value raises its

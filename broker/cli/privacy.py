@@ -9,9 +9,9 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from broker.assurance.population import SEED
+from broker.assurance.report import PLOT, REPORT, run
 from broker.cli.common import actor, console, print_json, runtime
-from broker.demo_path import SEED
-from broker.privacy.report import PLOT, REPORT, run
 from broker.privacy.service import BudgetLedger, PseudonymKeys, load_pseudonym_master
 
 app = typer.Typer(

@@ -9,13 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from broker.ca.service import open_ca
 from broker.cli.common import actor, console, print_json, runtime
 from broker.errors import BrokerError
 from broker.kit.clock import from_us, to_rfc3339
 from broker.recipients.models import Kind, Recipient
 from broker.recipients.service import Registration, purposes_of
-from broker.recipients.wiring import open_recipients
+from broker.runtime.wiring import open_ca, open_recipients
 
 app = typer.Typer(help="The registry of data recipients.", no_args_is_help=True)
 Name = Annotated[str, typer.Argument(help="The recipient id (its certificate's CN).")]

@@ -10,17 +10,16 @@ from typing import Annotated
 import typer
 
 from broker.api.server import build, make_server, start_in_thread
-from broker.ca.service import open_ca, server_identity
 from broker.cli.common import actor, console, runtime
-from broker.delivery.egress import Egress
-from broker.delivery.service import PushLoop, PushService, http_poster
+from broker.delivery.service import PushLoop, http_poster
 from broker.delivery.settings import PushSettings
 from broker.portal.serve import portal_context
 from broker.portal.web import portal_app
+from broker.recipients.egress import Egress
 from broker.release.feeds import FeedService
-from broker.release.pipeline import open_pipeline
 from broker.retention.service import open_retention
 from broker.retention.worker import RetentionLoop
+from broker.runtime.wiring import open_ca, open_pipeline, open_push, server_identity
 
 
 def serve(
@@ -46,7 +45,7 @@ def serve(
             feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
             identity = server_identity(rt, open_ca(rt), actor())
             poster = http_poster(push, identity, Egress.of(rt.settings))
-            loop = PushLoop(PushService(rt, feeds, push), poster, push.poll_s).start()
+            loop = PushLoop(open_push(rt, feeds, push), poster, push.poll_s).start()
             console.print(f"push worker every {push.poll_s:g} s (webhooks over mutual TLS)")
             every = rt.settings.retention_interval_s
             purge = open_retention(rt.db, rt.audit, rt.clock, rt.settings)

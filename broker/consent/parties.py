@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from sqlmodel import Session, col, select
 
 from broker.consent.errors import ConsentRefused
+from broker.customers.models import Customer
 from broker.recipients.models import Recipient, Status
-from connectors.mdms.models import Customer
 from consent_ledger import ConsentTerms
 
 _CHUNK = 500

@@ -12,39 +12,56 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.audit.events import AuditEvent
-from broker.consent.wiring import open_consents
-from broker.delivery.deletion import ERASING, releases_under
-from broker.delivery.service import open_deletions
-from broker.runtime import Runtime
+from broker.audit.events import AuditEvent, AuditSink
+from broker.consent.service import ConsentService
+from broker.delivery.deletion import ERASING, Deletions, releases_under
+from broker.keys.service import DataKeys
+from broker.kit.ids import SubjectHasher
+from broker.storage.db import Database
 from consent_ledger import Status, Withdraw
 
 
-def erase_customer(rt: Runtime, customer: str, actor: str, reason: str) -> dict[str, Any]:
-    consents = open_consents(rt)
-    with rt.db.transaction() as session:
-        records = consents.consents(session, customer, None, everything=True)
-        active = [r.terms.consent_id for r in records if r.status == Status.active]
-        session.info[ERASING] = True  # the erasure writes the requests, not each withdrawal
-        try:
-            consents.append_many(session, [Withdraw(c) for c in active], actor)
-        finally:
-            session.info.pop(ERASING, None)
-        received = releases_under(session, [r.terms.consent_id for r in records])
-        deletions = open_deletions(rt)
-        requests = [
-            deletions.request(session, recipient, customer, ids, "erasure", None, actor)
-            for recipient, ids in sorted(received.items())
-        ]
-        destroyed = rt.data_keys.destroy(session, customer, actor, reason)
-        summary = {
-            "consents_withdrawn": len(active),
-            "recipients_notified": sorted(received),
-            "deletion_requests": requests,
-            "data_keys_destroyed": destroyed,
-        }
-        event = AuditEvent(
-            "customer.erased", actor, rt.hasher(customer), summary | {"reason": reason}
-        )
-        rt.audit.record(session, [event])
-    return summary
+class Erasure:
+    def __init__(
+        self,
+        db: Database,
+        consents: ConsentService,
+        deletions: Deletions,
+        data_keys: DataKeys,
+        audit: AuditSink,
+        hasher: SubjectHasher,
+    ) -> None:
+        self.db = db
+        self.consents = consents
+        self.deletions = deletions
+        self.data_keys = data_keys
+        self.audit = audit
+        self.hasher = hasher
+
+    def erase(self, customer: str, actor: str, reason: str) -> dict[str, Any]:
+        consents, deletions = self.consents, self.deletions
+        with self.db.transaction() as session:
+            records = consents.consents(session, customer, None, everything=True)
+            active = [r.terms.consent_id for r in records if r.status == Status.active]
+            session.info[ERASING] = True  # the erasure writes the requests, not each withdrawal
+            try:
+                consents.append_many(session, [Withdraw(c) for c in active], actor)
+            finally:
+                session.info.pop(ERASING, None)
+            received = releases_under(session, [r.terms.consent_id for r in records])
+            requests = [
+                deletions.request(session, recipient, customer, ids, "erasure", None, actor)
+                for recipient, ids in sorted(received.items())
+            ]
+            destroyed = self.data_keys.destroy(session, customer, actor, reason)
+            summary = {
+                "consents_withdrawn": len(active),
+                "recipients_notified": sorted(received),
+                "deletion_requests": requests,
+                "data_keys_destroyed": destroyed,
+            }
+            event = AuditEvent(
+                "customer.erased", actor, self.hasher(customer), summary | {"reason": reason}
+            )
+            self.audit.record(session, [event])
+        return summary

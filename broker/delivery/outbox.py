@@ -8,7 +8,7 @@ outside any transaction:
 
 - over TLS 1.3 presenting the broker's client certificate, the recipient's server verified
   against ``BROKER_PUSH_CA_FILE`` (or the system's trust store);
-- only to an address the egress policy admits (``broker.delivery.egress``), checked at every
+- only to an address the egress policy admits (``broker.recipients.egress``), checked at every
   connection and pinned for it; a refused host is a dead letter at once, saying why;
 - signed with HTTP Message Signatures (RFC 9421, ``broker.delivery.signing``), the nonce being
   ``<delivery id>.<attempt>``, with ``X-Delivery-Id`` so a recipient can drop duplicates (the
@@ -46,7 +46,6 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from broker.audit.events import AuditEvent, AuditSink
-from broker.delivery.egress import NO_PRIVATE, Egress, EgressRefused, pinned_client
 from broker.delivery.models import Delivery, DeliveryStatus
 from broker.delivery.settings import PushSettings
 from broker.delivery.signing import RELEASE_HEADER, BadSignature, sign_push, verify_json_by_any
@@ -55,6 +54,7 @@ from broker.keys.service import DataKeys
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.envelope import EnvelopeError
 from broker.kit.ids import SubjectHasher, new_id
+from broker.recipients.egress import NO_PRIVATE, Egress, EgressRefused, pinned_client
 from broker.recipients.service import keys_of
 from broker.storage.db import Database, is_postgres
 
@@ -124,7 +124,7 @@ def _retry_after(value: str | None) -> float | None:
 
 class HttpPoster:
     """Posts a claimed delivery with httpx over one keep-alive client per worker; every
-    connection goes only where ``egress`` admits (``broker.delivery.egress``: resolved,
+    connection goes only where ``egress`` admits (``broker.recipients.egress``: resolved,
     checked and pinned), so a refused webhook host becomes a dead letter saying why."""
 
     def __init__(

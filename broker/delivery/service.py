@@ -1,4 +1,4 @@
-"""Push delivery wired to a runtime: the outbox, deletion requests, push feeds, and the worker
+"""Push delivery: the outbox, deletion requests, push feeds, and the worker
 round that ``broker serve`` runs every ``BROKER_PUSH_POLL_S`` seconds.
 
 A worker round:
@@ -17,45 +17,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 from sqlmodel import col, select
 
-from broker.consent.wiring import open_consents
-from broker.delivery.deletion import Deletions
-from broker.delivery.egress import NO_PRIVATE, Egress
+from broker.consent.service import ConsentService
 from broker.delivery.outbox import HttpPoster, Outbox, Poster, push_client_context
 from broker.delivery.settings import PushSettings
-from broker.delivery.signing import load_delivery_key
 from broker.errors import BrokerError
 from broker.kit.supervise import Periodic
-from broker.oauth.settings import OAuthSettings
+from broker.recipients.egress import NO_PRIVATE, Egress
 from broker.recipients.models import Recipient
 from broker.release.feeds import STOPS_FEED, FeedService
 from broker.release.models import Feed
 from broker.release.once import PageAlreadyReleased, claim_feed
-from broker.runtime import Runtime
+from broker.storage.db import Database
 
 logger = logging.getLogger(__name__)
 PUSH_DAYS_PER_ROUND = 7
 """A push feed catches up at most this many days per round (one release per day)."""
-
-
-def open_outbox(rt: Runtime, settings: PushSettings | None = None) -> Outbox:
-    return Outbox(
-        rt.db, rt.data_keys, rt.audit, rt.clock, rt.hasher, settings or PushSettings(),
-        load_delivery_key(rt.settings),
-    )  # fmt: skip
-
-
-def open_deletions(rt: Runtime, outbox: Outbox | None = None) -> Deletions:
-    outbox = outbox or open_outbox(rt)
-    due = timedelta(days=outbox.settings.deletion_due_days)
-    issuer = OAuthSettings().issuer
-    return Deletions(rt.audit, rt.clock, rt.hasher, load_delivery_key(rt.settings), outbox,
-                     due, issuer)  # fmt: skip
 
 
 @dataclass
@@ -67,14 +48,16 @@ class RoundReport:
 
 
 class PushService:
-    def __init__(self, rt: Runtime, feeds: FeedService, settings: PushSettings | None = None):
-        self.rt = rt
+    def __init__(
+        self, db: Database, feeds: FeedService, outbox: Outbox, consents: ConsentService
+    ) -> None:
+        self.db = db
         self.feeds = feeds
-        self.outbox = open_outbox(rt, settings)
-        self.consents = open_consents(rt)  # one instance: each round refreshes incrementally
+        self.outbox = outbox
+        self.consents = consents  # one instance: each round refreshes incrementally
 
     def push_feeds(self, report: RoundReport) -> None:
-        with self.rt.db.transaction() as session:
+        with self.db.transaction() as session:
             ids = list(
                 session.exec(
                     select(Feed.feed_id)
@@ -90,7 +73,7 @@ class PushService:
     def _push_one(self, feed_id: str, report: RoundReport) -> bool:
         """Release and queue the next day of one push feed; False when there is none now."""
         try:
-            with self.rt.db.transaction() as session:
+            with self.db.transaction() as session:
                 feed = claim_feed(session, feed_id)  # None: another worker is pushing it now
                 if feed is None or feed.status != "active":
                     return False
@@ -134,7 +117,7 @@ class PushService:
 
     def round(self, post: Poster) -> RoundReport:
         report = RoundReport()
-        with self.rt.db.transaction() as session:
+        with self.db.transaction() as session:
             report.expired = len(self.consents.expire_due(session, "system:expiry"))
         self.push_feeds(report)
         report.deliveries = self.outbox.run_due(post)

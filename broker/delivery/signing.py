@@ -11,7 +11,7 @@ pushes, the release's id header, with ``created``, ``keyid``, ``alg="ed25519"``,
 ``x1332-push`` and a nonce (the delivery id and attempt), using ``http-message-signatures``
 (pyauth). ``verify_push`` is what a recipient runs: the signature must verify, cover those
 components, be younger than ``max_age`` and match the body; the reference receiver
-(``broker.delivery.receiver``) and the tests use it.
+(``demo.receiver``) and the tests use it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from typing import Any
 import regorus
 
 from broker.policy.bundle import Bundle, Module
-from broker.policy.engine import (
+from broker.rego.engine import (
     UNDEFINED,
     EmbeddedEngine,
     EngineFailure,

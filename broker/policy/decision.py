@@ -27,8 +27,8 @@ from sqlmodel import Session
 from broker.audit.events import AuditEvent, AuditSink
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SUBJECT_HASH_PREFIX, SubjectHasher, new_id
-from broker.policy.engine import UNDEFINED, EngineFailure, PolicyEngine
 from broker.policy.models import INPUT_PURGED, PolicyDecision
+from broker.rego.engine import UNDEFINED, EngineFailure, PolicyEngine
 
 DECISION_FIELDS = (
     "allow",

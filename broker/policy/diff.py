@@ -16,7 +16,7 @@ from typing import Any
 
 from broker.policy.bundle import Bundle
 from broker.policy.decision import Decision, parse_result
-from broker.policy.engine import EmbeddedEngine, EngineFailure, PolicyEngine
+from broker.rego.engine import EmbeddedEngine, EngineFailure, PolicyEngine
 
 CHANGE_KINDS = ("allow_to_deny", "deny_to_allow", "tier", "granularity", "reasons")
 EXAMPLES = 5

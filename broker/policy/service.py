@@ -14,13 +14,13 @@ from typing import Any
 from sqlmodel import Session
 
 from broker.audit.events import AuditSink
-from broker.errors import BrokerError
+from broker.errors import BrokerError, ConfigurationError
 from broker.kit.clock import Clock
 from broker.kit.ids import SubjectHasher
 from broker.policy.bundle import Bundle, load_bundle, shipped_bundle_dir
 from broker.policy.decision import Decision, DecisionPoint, Facts
-from broker.policy.engine import EmbeddedEngine, EngineFailure, PolicyEngine
 from broker.policy.store import NoActivePolicy, PolicyStore
+from broker.rego.engine import EmbeddedEngine, EngineFailure, PolicyEngine
 from broker.settings import Settings
 from consent_ledger import Vocabulary
 
@@ -42,14 +42,22 @@ class NoPolicyEngine:
         raise EngineFailure(self.why)
 
 
-def make_engine(settings: Settings, decision_path: str = DEFAULT_DECISION) -> PolicyEngine:
-    """The embedded engine (the decision compiled for its VM unless ``policy_compiled`` is
-    off), or the OPA server the settings name."""
-    if settings.policy_engine == "opa":
-        from connectors.opa.client import OpaServerEngine
+EngineFactory = Callable[[str], PolicyEngine]
+"""Builds an engine for a bundle's decision path. The runtime picks one from the settings
+(``broker.runtime.wiring.policy_engines``): the embedded engine or the OPA server."""
 
-        return OpaServerEngine.from_settings(settings)
-    return EmbeddedEngine(compiled=(decision_path,) if settings.policy_compiled else ())
+
+def embedded_engines(compiled: bool = True) -> EngineFactory:
+    """The embedded engine, the decision compiled for its VM unless ``compiled`` is off."""
+    return lambda decision_path: EmbeddedEngine(compiled=(decision_path,) if compiled else ())
+
+
+def _default_engines(settings: Settings) -> EngineFactory:
+    if settings.policy_engine != "embedded":  # never fall back silently from the engine named
+        raise ConfigurationError(
+            f"the {settings.policy_engine!r} policy engine is handed in by the runtime"
+        )
+    return embedded_engines(settings.policy_compiled)
 
 
 def open_decision_point(
@@ -59,12 +67,15 @@ def open_decision_point(
     hasher: SubjectHasher,
     engine: PolicyEngine | None = None,
     bundle: Bundle | None = None,
+    engines: EngineFactory | None = None,
 ) -> DecisionPoint:
-    """A decision point on the active revision (or the bundle given, for replays)."""
+    """A decision point on the active revision (or the bundle given, for replays), on
+    ``engine``, or one that ``engines`` builds (the embedded engine by default)."""
     try:
         if bundle is None:
             bundle = PolicyStore(settings, audit, clock).load_active()
-        engine = engine or make_engine(settings, bundle.decision_path())
+        if engine is None:
+            engine = (engines or _default_engines(settings))(bundle.decision_path())
         engine.load(bundle.policies(), bundle.data)
     except BrokerError as exc:  # no verified policy loaded: fail closed
         return DecisionPoint(
@@ -88,9 +99,10 @@ class LiveDecisionPoint:
         clock: Clock,
         hasher: SubjectHasher,
         check_s: float = 1.0,
+        engines: EngineFactory | None = None,
     ) -> None:
         self._open: Callable[[], DecisionPoint] = lambda: open_decision_point(
-            settings, audit, clock, hasher
+            settings, audit, clock, hasher, engines=engines
         )
         self._store = PolicyStore(settings, audit, clock)
         self._revision = self._store.active_revision()

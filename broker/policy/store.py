@@ -39,8 +39,8 @@ from broker.keys.files import load_ed25519_key
 from broker.kit.clock import Clock
 from broker.policy.bundle import MANIFEST, SIGNATURES, Bundle, load_bundle
 from broker.policy.check import CheckReport, check_bundle
-from broker.policy.engine import EmbeddedEngine
 from broker.policy.testing import TestReport, run_tests
+from broker.rego.engine import EmbeddedEngine
 from broker.settings import Settings
 
 SIGNING_ALG = "Ed25519"

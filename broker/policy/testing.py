@@ -14,7 +14,7 @@ from typing import Any
 
 from broker.policy.bundle import Bundle
 from broker.policy.check import _dotted, _rule_names
-from broker.policy.engine import EmbeddedEngine, clean_engine_message
+from broker.rego.engine import EmbeddedEngine, clean_engine_message
 
 
 @dataclass(frozen=True)

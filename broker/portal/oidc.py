@@ -42,16 +42,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from joserfc import jwt
 from joserfc.errors import ClaimError, InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import delete, insert, select
 from sqlmodel import Session
 
-from broker.audit.events import AuditEvent, AuditSink
+from broker.audit.events import AuditEvent
+from broker.customers.identities import CUSTOMER_REF, Identities
 from broker.errors import BrokerError, ConfigurationError
-from broker.kit.clock import Clock, to_us
-from broker.kit.ids import SubjectHasher
-from broker.portal.models import CustomerIdentity
 from broker.portal.oidc_settings import CALLBACK_PATH, PortalOidcSettings
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
 
 with warnings.catch_warnings():
     # authlib 1.9 would rather use the httpx2 package and warns when it falls back to httpx
@@ -59,7 +56,6 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import OAuth2Client  # type: ignore[import-untyped]
 
 logger = logging.getLogger(__name__)
-IDENTITIES = CustomerIdentity.metadata.tables["customer_identity"]
 STATE_COOKIE = "broker_oidc"
 STATE_PURPOSE = "oidc-state"
 DEFAULT_NEXT = "/me/consents"
@@ -68,7 +64,6 @@ ALGORITHMS = ["ES256", "ES384", "ES512", "PS256", "RS256", "Ed25519", "EdDSA"]
 narrow it."""
 JWKS_REFRESH_S = 60.0
 SPENT_MAX = 10_000
-_CUSTOMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
 _NOT_A_CODE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -87,80 +82,12 @@ class OidcRefused(BrokerError):
         self.status_code, self.title, self.notes = status_code, title, notes
 
 
-class IdentityError(BrokerError):
-    status_code = 422
-
-
 class Sealer(Protocol):
     """The portal's HMAC signing of cookies (``broker.portal.web.CookieSigner``)."""
 
     def seal(self, purpose: str, payload: str, ttl_s: int) -> str: ...
 
     def open(self, purpose: str, sealed: str | None) -> str | None: ...
-
-
-def check_identity(issuer: str, subject: str) -> None:
-    parts = urlsplit(issuer)
-    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-        raise IdentityError("the issuer is the provider's https URL, exactly as in its tokens")
-    if not 1 <= len(subject) <= 255 or not subject.isprintable():
-        raise IdentityError("the subject has 1 to 255 printable characters")
-
-
-class Identities:
-    """The link table: (issuer, subject) at an OpenID provider → customer reference."""
-
-    def __init__(self, audit: AuditSink, clock: Clock, hasher: SubjectHasher) -> None:
-        self._audit, self._clock, self._hash = audit, clock, hasher
-
-    def link(
-        self, session: Session, customer_ref: str, issuer: str, subject: str, actor: str
-    ) -> bool:
-        """Link the identity to the customer; False if it already was. An identity linked to
-        another customer is refused (unlink it first)."""
-        check_identity(issuer, subject)
-        if not _CUSTOMER.match(customer_ref):
-            raise IdentityError("a customer reference has 1 to 64 letters, digits or ._:@-")
-        current = self.customer_of(session, issuer, subject)
-        if current == customer_ref:
-            return False
-        if current is not None:
-            raise IdentityError("that identity is linked to another customer; unlink it first")
-        session.execute(
-            insert(IDENTITIES).values(
-                issuer=issuer,
-                subject=subject,
-                customer_ref=customer_ref,
-                linked_us=to_us(self._clock.now()),
-            )
-        )
-        event = AuditEvent(
-            "customer.identity_linked", actor, self._hash(customer_ref), {"issuer": issuer}
-        )
-        self._audit.record(session, [event])
-        return True
-
-    def unlink(
-        self, session: Session, customer_ref: str, issuer: str, subject: str, actor: str
-    ) -> None:
-        if self.customer_of(session, issuer, subject) != customer_ref:
-            raise IdentityError(f"{customer_ref} has no such identity at {issuer}")
-        session.execute(
-            delete(IDENTITIES).where(IDENTITIES.c.issuer == issuer, IDENTITIES.c.subject == subject)
-        )
-        event = AuditEvent(
-            "customer.identity_unlinked", actor, self._hash(customer_ref), {"issuer": issuer}
-        )
-        self._audit.record(session, [event])
-
-    @staticmethod
-    def customer_of(session: Session, issuer: str, subject: str) -> str | None:
-        row = session.execute(
-            select(IDENTITIES.c.customer_ref).where(
-                IDENTITIES.c.issuer == issuer, IDENTITIES.c.subject == subject
-            )
-        ).first()
-        return None if row is None else str(row.customer_ref)
 
 
 def safe_next(target: str) -> str:
@@ -542,7 +469,7 @@ def _customer_of(
 ) -> str | None:
     if settings.customer_claim:
         value = claims.get(settings.customer_claim)
-        return value if isinstance(value, str) and _CUSTOMER.match(value) else None
+        return value if isinstance(value, str) and CUSTOMER_REF.match(value) else None
     return identities.customer_of(session, issuer, str(claims["sub"]))
 
 

@@ -18,12 +18,12 @@ from fastapi import APIRouter, Cookie, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from broker.api.schemas import RETRY_AFTER, error_responses
+from broker.customers.accounts import Accounts
 from broker.errors import Forbidden
 from broker.kit.text import Text
-from broker.portal.accounts import Accounts
 from broker.portal.sessions import NotSignedIn, PortalSessions
 from broker.portal.throttle import DeviceCookies, Throttle, source_of
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
 
 CSRF_WHAT = "password"
 _HTML = {"text/html": {"schema": {"type": "string"}}}

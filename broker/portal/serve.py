@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from broker.api.server import serving
-from broker.ca.service import open_ca, server_identity
 from broker.portal.web import portal_app
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
+from broker.runtime.wiring import open_ca, server_identity
 
 
 def portal_context(rt: Runtime, actor: str) -> ssl.SSLContext:

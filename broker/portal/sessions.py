@@ -18,14 +18,13 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, insert, select
+from sqlalchemy import delete, insert, select
 from sqlmodel import Session
 
+from broker.customers.models import PortalSession
 from broker.errors import BrokerError
 from broker.kit.clock import Clock, to_us
-from broker.portal.models import PortalSession
 
 SESSIONS = PortalSession.metadata.tables["portal_session"]
 PURPOSE = "session"
@@ -123,10 +122,3 @@ class PortalSessions:
         if session_id is not None:
             with self._db() as session:
                 session.execute(delete(SESSIONS).where(SESSIONS.c.id_hash == _digest(session_id)))
-
-
-def end_all(session: Session, customer: str) -> int:
-    """End every session of ``customer`` (a password change, an erasure), in the caller's
-    transaction; how many there were."""
-    ended = session.execute(delete(SESSIONS).where(SESSIONS.c.customer_ref == customer))
-    return int(cast("CursorResult[Any]", ended).rowcount or 0)

@@ -38,11 +38,11 @@ from sqlalchemy import CursorResult, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from broker.customers.accounts import SignInFailed
+from broker.customers.models import SignInFailures
 from broker.errors import Throttled
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher
-from broker.portal.accounts import SignInFailed
-from broker.portal.models import SignInFailures
 from broker.portal.sessions import CookieSigner, Transaction
 from broker.settings import Settings
 

@@ -45,23 +45,23 @@ from broker.api.schemas import (
     error_responses,
     install_error_family,
 )
-from broker.consent.wiring import open_consents
-from broker.delivery.erasure import erase_customer
+from broker.customers.accounts import AccountError, Accounts, SignInFailed
+from broker.customers.store import end_all
 from broker.errors import BrokerError, Forbidden, NotFound, Throttled
 from broker.keys.files import ensure_b64_key
 from broker.kit.clock import to_rfc3339
 from broker.kit.text import Text
+from broker.oauth.grant import AuthorizeError, ConsentAsk, check_request, issue_code, narrowed
 from broker.policy.service import active_vocabulary
-from broker.portal.accounts import AccountError, Accounts, SignInFailed
-from broker.portal.flow import AuthorizeError, ConsentAsk, check_request, issue_code, narrowed
 from broker.portal.oidc import OidcRefused, oidc_router
 from broker.portal.oidc_settings import PortalOidcSettings
 from broker.portal.password import password_router
-from broker.portal.sessions import CookieSigner, NotSignedIn, PortalSessions, end_all
+from broker.portal.sessions import CookieSigner, NotSignedIn, PortalSessions
 from broker.portal.throttle import DeviceCookies, Throttle, source_of
 from broker.recipients.service import Recipients
-from broker.regulator import AuditQuery, audit_entries
-from broker.runtime import Runtime
+from broker.regulator.service import AuditQuery, audit_entries
+from broker.runtime.core import Runtime
+from broker.runtime.wiring import erase_customer, open_consents
 from broker.storage.guard import MAX_SEQ
 from connectors.mdms.models import Meter
 from connectors.mdms.readings import StoredDay, read_days

@@ -26,12 +26,12 @@ from sqlmodel import Session, col, select
 from broker.audit.events import AuditEvent, AuditSink
 from broker.ca.authority import CertificateAuthority, Issued
 from broker.ca.models import IssuedCertificate
-from broker.delivery.egress import NO_PRIVATE, Egress, EgressRefused
 from broker.errors import BrokerError, NotFound
 from broker.kit.clock import Clock, to_us
 from broker.kit.text import text_problem
 from broker.policy.bundle import load_bundle, shipped_bundle_dir
 from broker.policy.service import catalogue_vocabulary
+from broker.recipients.egress import NO_PRIVATE, Egress, EgressRefused
 from broker.recipients.models import Kind, Recipient, RecipientKey, Status
 
 CA_ROLE = {
@@ -93,7 +93,7 @@ def keys_of(session: Session, recipient_id: str) -> list[RecipientKey]:
 
 def check_webhook(url: str, egress: Egress = NO_PRIVATE) -> str:
     """An https:// URL whose host, read as the resolver reads it, reaches no address the push
-    worker refuses (``broker.delivery.egress``: never link-local such as the cloud metadata
+    worker refuses (``broker.recipients.egress``: never link-local such as the cloud metadata
     service; loopback and private only with ``BROKER_WEBHOOK_ALLOW_PRIVATE`` on an allowed
     port). The worker checks again at every connection (DNS may change)."""
     try:

@@ -44,7 +44,7 @@ from broker.kit.clock import from_us, to_us
 from broker.policy.decision import Decision
 from broker.privacy.service import BudgetLedger
 from broker.release.models import CanonicalUnit, ReleaseGroup
-from broker.release.repository import ReadingsRepository
+from broker.release.store import ReadingsRepository
 from deidentify.aggregate import (
     AGGREGATE_COLUMNS,
     GROUP,

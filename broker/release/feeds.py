@@ -44,7 +44,7 @@ from broker.recipients.service import purposes_of
 from broker.release.formats import Body, check_format, serialise
 from broker.release.models import Feed
 from broker.release.once import refuse_released
-from broker.release.pipeline import ReleaseDenied, ReleaseOptions, ReleasePipeline
+from broker.release.service import ReleaseDenied, ReleaseOptions, ReleasePipeline
 from broker.storage.db import Database
 
 DAY_S = 86_400

@@ -39,10 +39,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from broker.audit.events import AuditEvent, AuditSink
+from broker.customers.models import PortalSession, SignInFailures
 from broker.delivery.models import Delivery, DeliveryStatus
 from broker.kit.clock import Clock, to_us
 from broker.policy.models import INPUT_PURGED, PolicyDecision
-from broker.portal.models import PortalSession, SignInFailures
 from broker.settings import Settings
 from broker.storage.db import Database
 from connectors.mdms.models import ReadingDay

@@ -1,1 +1,2 @@
-"""Storage: SQLModel over SQLite (embedded default) and PostgreSQL, with Alembic migrations."""
+"""Storage: engines and sessions over SQLite (embedded default) and PostgreSQL, raw writes, and
+the guard on what may be stored."""

@@ -1,4 +1,5 @@
-"""Tables of the reference MDMS: customers, meters, meter keys, sealed reading days, tallies.
+"""Tables of the reference MDMS: meters, meter keys, sealed reading days, tallies (the customers
+they belong to are ``broker.customers.models.Customer``).
 
 Personal data is kept apart from readings and sealed field by field (C1.7, R1.3): a customer's
 name, address and account number are AES-GCM blocks under that customer's data key, and so is
@@ -19,18 +20,6 @@ from sqlalchemy import (
     String,
 )
 from sqlmodel import Field, SQLModel
-
-
-class Customer(SQLModel, table=True):
-    __tablename__ = "customer"
-
-    customer_ref: str = Field(sa_column=Column(String(64), primary_key=True))
-    subject_hash: str = Field(sa_column=Column(String(80), nullable=False))
-    """The keyed hash that names the customer's data keys (``data_key.subject_hash``)."""
-    name_sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
-    address_sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
-    account_sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
-    created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class Meter(SQLModel, table=True):

@@ -17,6 +17,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from broker.audit.events import AuditEvent, AuditSink
+from broker.customers.models import Customer
 from broker.errors import BrokerError, NotFound
 from broker.keys.service import DataKeys
 from broker.kit.clock import Clock, to_us
@@ -24,7 +25,7 @@ from broker.kit.envelope import KeyProvider, KeyRing, WrappedKey
 from broker.kit.ids import SubjectHasher
 from broker.storage.raw import Raw
 from connectors.mdms.keyfile import CustomerRow, MeterKeyRow
-from connectors.mdms.models import Customer, Meter, MeterKey
+from connectors.mdms.models import Meter, MeterKey
 
 ACTIVE = "active"
 _KEY_CACHE = 200_000

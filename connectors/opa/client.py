@@ -49,7 +49,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from broker.errors import ConfigurationError
-from broker.policy.engine import UNDEFINED, EngineFailure, PolicyLoadError, rule_ref
+from broker.rego.engine import UNDEFINED, EngineFailure, PolicyLoadError, rule_ref
 from broker.settings import Settings
 
 POLICY_PREFIX: Final = "smart-meter-broker/"

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 
 from sqlmodel import Session
 
+from broker.customers.models import Customer
 from broker.recipients.models import Kind, Recipient, Status
-from connectors.mdms.models import Customer
 
 
 def enrol(session: Session, customers: Iterable[str] = (), recipients: Iterable[str] = ()) -> None:

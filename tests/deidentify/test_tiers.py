@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from broker.privacy.population import Population, population
+from broker.assurance.population import Population, population
 from deidentify.aggregate import PastRelease
 from deidentify.errors import (
     BudgetExceeded,

@@ -47,7 +47,7 @@ from typing import Any
 import regorus
 import yaml
 
-from broker.policy.engine import EmbeddedEngine, PolicyLoadError, clean_engine_message
+from broker.rego.engine import EmbeddedEngine, PolicyLoadError, clean_engine_message
 
 OPA_CASES = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "opa"
 """``../shared/conformance/opa`` beside the clone (the ``shared_dir`` fixture's folder)."""

@@ -23,7 +23,7 @@ import yaml
 
 from broker.policy.bundle import load_bundle, shipped_bundle_dir
 from broker.policy.check import check_bundle
-from broker.policy.engine import UNDEFINED, EmbeddedEngine, EngineFailure, PolicyLoadError
+from broker.rego.engine import UNDEFINED, EmbeddedEngine, EngineFailure, PolicyLoadError
 from tests.policies.conformance import (
     OPA_CASES,
     Case,

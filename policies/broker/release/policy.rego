@@ -47,7 +47,7 @@ decision := {
 
 # The allow path is one rule whose conditions end it at the first that fails (most of the cost
 # of a decision is here); only a denial evaluates the reasons below. The broker may evaluate
-# this rule alone, compiled (see broker/policy/engine.py). tests/broker/policy/test_decision.py
+# this rule alone, compiled (see broker/rego/engine.py). tests/broker/policy/test_decision.py
 # checks on generated inputs that the two agree: allowed exactly when no deny reason holds.
 allowed := d if {
 	purpose := data.broker.catalogue.purposes[input.purpose]

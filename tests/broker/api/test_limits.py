@@ -23,11 +23,11 @@ import pytest
 from broker.api.server import build, running
 from broker.api.tls import client_context
 from broker.ca.authority import CertificateAuthority
-from broker.ca.service import open_ca
 from broker.kit.clock import SystemClock
 from broker.oauth.settings import OAuthSettings
 from broker.recipients.service import Recipients
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.wiring import open_ca
 from tests.broker.fakes import settings_for
 from tests.broker.oauth.conftest import ISSUER, Broker, Party
 

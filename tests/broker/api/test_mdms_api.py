@@ -28,7 +28,7 @@ from broker.api.server import build, running
 from broker.api.tls import client_context
 from broker.ca.authority import CertificateAuthority, Issued
 from broker.kit.clock import FixedClock, SystemClock
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from connectors.dlms.batch import MEDIA_TYPE, encode_batch
 from connectors.mdms.keyfile import MeterKeyRow
 from connectors.mdms.limits import Limits, LimitSettings

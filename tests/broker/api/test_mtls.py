@@ -20,7 +20,7 @@ from broker.api.server import build, running
 from broker.api.tls import client_context
 from broker.ca.authority import ROLE_URI, CertificateAuthority, Issued
 from broker.kit.clock import FixedClock, SystemClock
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from tests.broker.fakes import settings_for
 
 # With TLS 1.3 the server checks the client certificate after the client's side of the handshake

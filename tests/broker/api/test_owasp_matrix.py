@@ -159,12 +159,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from broker.ca.service import open_ca
-from broker.consent.wiring import open_consents
-from broker.portal.accounts import Accounts
+from broker.customers.accounts import Accounts
 from broker.portal.serve import running_portal
-from broker.regulator import MAX_LIMIT
+from broker.regulator.service import MAX_LIMIT
 from broker.release.feeds import MAX_DAYS
+from broker.runtime.wiring import open_ca, open_consents
 from tests.broker.api.test_limits import bearer, error_of, issued, operator, running_broker
 from tests.broker.oauth.conftest import Broker, Party
 from tests.broker.parties import enrol

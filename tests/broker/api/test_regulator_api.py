@@ -19,7 +19,7 @@ from broker.audit.events import AuditEvent
 from broker.audit.verify import verify_bundle
 from broker.ca.authority import CertificateAuthority, Issued
 from broker.kit.clock import FixedClock, SystemClock
-from broker.runtime import (
+from broker.runtime.core import (
     Runtime,
     audit_public_key_path,
     init_keys,

@@ -22,7 +22,7 @@ from broker.ca.authority import CertificateAuthority
 from broker.kit.clock import SystemClock
 from broker.oauth.settings import OAuthSettings
 from broker.portal.serve import running_portal
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from broker.settings import Mode
 from tests.broker.fakes import settings_for
 from tests.broker.oauth.conftest import ISSUER, Broker, Party

@@ -18,7 +18,7 @@ from broker.audit.log import AuditLog
 from broker.audit.note import NoteSigner
 from broker.audit.verify import VerificationFailed, verify_bundle
 from broker.kit.clock import FixedClock
-from broker.storage import migrate
+from broker.schema import migrate
 from broker.storage.db import Database
 from tests.broker.audit.conftest import ORIGIN
 

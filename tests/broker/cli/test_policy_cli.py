@@ -18,7 +18,7 @@ from broker.cli.main import main
 from broker.policy.bundle import shipped_bundle_dir
 from broker.policy.decision import Facts, ReleaseRequest, consent_fact
 from broker.policy.service import open_decision_point
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
 from broker.settings import load_settings
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

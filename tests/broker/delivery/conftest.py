@@ -1,6 +1,6 @@
 """A broker with real readings (``tests.broker.release.conftest``) and a recipient's webhook
 served over TLS on loopback that requires the broker's client certificate: the reference
-receiver (``broker.delivery.receiver``), with its own private CA for its server certificate.
+receiver (``demo.receiver``), with its own private CA for its server certificate.
 Loopback webhooks are allowed the way an operator allows them: ``BROKER_WEBHOOK_ALLOW_PRIVATE``
 with the receiver's port in ``BROKER_WEBHOOK_PRIVATE_PORTS``."""
 
@@ -14,22 +14,22 @@ import pytest
 from joserfc.jwk import ECKey
 
 from broker.ca.authority import CertificateAuthority
-from broker.ca.service import open_ca, server_identity
-from broker.delivery.egress import Egress
 from broker.delivery.outbox import HttpPoster
-from broker.delivery.receiver import (
+from broker.delivery.service import PushService, http_poster
+from broker.delivery.settings import PushSettings
+from broker.delivery.signing import load_delivery_key, public_jwk
+from broker.kit.clock import SystemClock
+from broker.recipients.egress import Egress
+from broker.recipients.models import Kind
+from broker.recipients.service import Recipients, Registration
+from broker.release.feeds import FeedService
+from broker.runtime.wiring import open_ca, open_push, server_identity
+from demo.receiver import (
     WebhookReceiver,
     serve_webhook,
     webhook_identity,
     webhook_server_context,
 )
-from broker.delivery.service import PushService, http_poster
-from broker.delivery.settings import PushSettings
-from broker.delivery.signing import load_delivery_key, public_jwk
-from broker.kit.clock import SystemClock
-from broker.recipients.models import Kind
-from broker.recipients.service import Recipients, Registration
-from broker.release.feeds import FeedService
 from tests.broker.release.conftest import Broker, broker  # noqa: F401 (the fixture)
 
 FAST = PushSettings(backoff_base_s=1.0, backoff_cap_s=60.0, timeout_s=5.0, max_attempts=4)
@@ -77,7 +77,7 @@ def hooked(broker: Broker, tmp_path: Path) -> Iterator[Hooked]:  # noqa: F811
         poster = http_poster(settings, identity, egress)
         try:
             yield Hooked(
-                broker, receiver, url, key, PushService(rt, feeds, settings), poster, feeds, egress
+                broker, receiver, url, key, open_push(rt, feeds, settings), poster, feeds, egress
             )
         finally:
             poster.close()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from broker.ca.authority import CertificateAuthority
 from broker.delivery.deletion import ACK_TYPE
-from broker.delivery.receiver import sign_as_recipient
-from broker.delivery.service import open_deletions
 from broker.delivery.signing import load_delivery_key, public_jwk
+from broker.runtime.wiring import open_deletions
+from demo.receiver import sign_as_recipient
 from tests.broker.oauth.conftest import Broker, Party, broker  # noqa: F401 (the fixture)
 
 

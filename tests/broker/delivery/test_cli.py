@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from broker.cli.main import app
 from broker.delivery.models import DeliveryStatus
-from broker.delivery.service import open_outbox
 from broker.kit.clock import SystemClock
-from broker.runtime import Runtime, initialise
+from broker.runtime.core import Runtime, initialise
+from broker.runtime.wiring import open_outbox
 from broker.settings import load_settings
 
 

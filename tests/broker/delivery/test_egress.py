@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.delivery.egress import (
+from broker.recipients.egress import (
     NO_PRIVATE,
     Egress,
     EgressRefused,

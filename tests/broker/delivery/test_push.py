@@ -15,18 +15,17 @@ from joserfc.jwk import ECKey
 from sqlalchemy import text
 from sqlmodel import select
 
-from broker.consent.wiring import open_consents
 from broker.delivery import deletion
 from broker.delivery.deletion import AlreadyAcknowledged, BadAcknowledgement
-from broker.delivery.erasure import erase_customer
 from broker.delivery.models import DeletionRequest, Delivery
 from broker.delivery.outbox import NotRedrivable
-from broker.delivery.receiver import sign_as_recipient
-from broker.delivery.service import PushLoop, RoundReport, open_deletions
+from broker.delivery.service import PushLoop, RoundReport
 from broker.errors import NotFound
 from broker.recipients.service import Recipients
-from broker.regulator import metrics
+from broker.regulator.service import metrics
 from broker.release.feeds import FeedSpec, FeedStopped, InvalidFeed
+from broker.runtime.wiring import erase_customer, open_consents, open_deletions
+from demo.receiver import sign_as_recipient
 from tests.broker.delivery.conftest import CLOSED_PORT, Hooked
 from tests.broker.release.conftest import CUSTOMER, DAY0, set_purposes
 

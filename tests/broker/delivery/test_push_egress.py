@@ -16,19 +16,19 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from broker.ca.service import open_ca, server_identity
-from broker.delivery.egress import Egress, IPAddress, Resolver
 from broker.delivery.models import Delivery
-from broker.delivery.receiver import (
+from broker.delivery.service import http_poster
+from broker.delivery.signing import load_delivery_key, public_jwk
+from broker.recipients.egress import Egress, IPAddress, Resolver
+from broker.recipients.models import Recipient
+from broker.recipients.service import InvalidRecipient, Recipients
+from broker.runtime.wiring import open_ca, server_identity
+from demo.receiver import (
     WebhookReceiver,
     serve_webhook,
     webhook_identity,
     webhook_server_context,
 )
-from broker.delivery.service import http_poster
-from broker.delivery.signing import load_delivery_key, public_jwk
-from broker.recipients.models import Recipient
-from broker.recipients.service import InvalidRecipient, Recipients
 from tests.broker.delivery.conftest import CLOSED_PORT, FAST, Hooked
 from tests.broker.delivery.test_push import _audit_types, _deliveries, _subscribe
 

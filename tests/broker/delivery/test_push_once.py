@@ -23,26 +23,24 @@ from joserfc.jwk import ECKey
 from sqlalchemy import text
 
 from broker.ca.authority import CertificateAuthority
-from broker.ca.service import open_ca, server_identity
-from broker.consent.wiring import open_consents
-from broker.delivery.egress import Egress
-from broker.delivery.receiver import (
+from broker.delivery.signing import load_delivery_key, public_jwk
+from broker.kit.clock import FixedClock, SystemClock
+from broker.policy.service import activate_shipped_if_none
+from broker.recipients.egress import Egress
+from broker.recipients.models import Kind
+from broker.recipients.service import Recipients, Registration
+from broker.release.feeds import FeedService, FeedSpec
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.wiring import open_ca, open_consents, open_pipeline, server_identity
+from broker.storage.db import Database
+from connectors.meters.simulator import Fleet
+from consent_ledger import ConsentRequest, notice_hash
+from demo.receiver import (
     WebhookReceiver,
     serve_webhook,
     webhook_identity,
     webhook_server_context,
 )
-from broker.delivery.signing import load_delivery_key, public_jwk
-from broker.kit.clock import FixedClock, SystemClock
-from broker.policy.service import activate_shipped_if_none
-from broker.recipients.models import Kind
-from broker.recipients.service import Recipients, Registration
-from broker.release.feeds import FeedService, FeedSpec
-from broker.release.pipeline import open_pipeline
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
-from broker.storage.db import Database
-from connectors.meters.simulator import Fleet
-from consent_ledger import ConsentRequest, notice_hash
 from tests.broker.fakes import settings_for
 from tests.conftest import empty_postgres
 from tests.connectors.mdms.factory import key_rows

@@ -24,12 +24,12 @@ from broker.api.oauth import Caller, require_token
 from broker.api.server import build, running
 from broker.api.tls import client_context
 from broker.ca.authority import CertificateAuthority
-from broker.ca.service import open_ca
 from broker.kit.clock import SystemClock
 from broker.oauth.settings import OAuthSettings
 from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.wiring import open_ca
 from tests.broker.fakes import settings_for
 
 ISSUER = "https://broker.test"

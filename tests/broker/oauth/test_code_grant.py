@@ -12,7 +12,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from broker.kit.clock import FixedClock
-from broker.portal.flow import ConsentAsk, allow_redirect, issue_code
+from broker.oauth.grant import ConsentAsk, allow_redirect, issue_code
 from tests.broker.oauth.conftest import Broker, Party
 
 REDIRECT = "https://acme.example/cb"

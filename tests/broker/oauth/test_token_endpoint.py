@@ -14,12 +14,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 
-from broker.ca.service import open_ca
 from broker.kit.clock import FixedClock
 from broker.oauth.settings import OAuthSettings
 from broker.oauth.tokens import TokenCodec, load_token_key
 from broker.recipients.models import Kind
 from broker.recipients.service import Recipients
+from broker.runtime.wiring import open_ca
 from tests.broker.oauth.conftest import ISSUER, Broker, Party
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,7 +20,7 @@ from broker.kit.clock import FixedClock
 from broker.kit.ids import SubjectHasher
 from broker.policy.bundle import Bundle
 from broker.policy.decision import DecisionPoint, Facts, ReleaseRequest, consent_fact
-from broker.policy.engine import UNDEFINED, EmbeddedEngine, EngineFailure
+from broker.rego.engine import UNDEFINED, EmbeddedEngine, EngineFailure
 from tests.broker.fakes import RecordingAuditSink
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from broker.policy.bundle import shipped_bundle_dir
 from broker.policy.decision import Facts, ReleaseRequest
 from broker.policy.service import LiveDecisionPoint
 from broker.policy.store import PolicyStore
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from tests.broker.fakes import settings_for
 
 AT = datetime(2026, 11, 25, tzinfo=UTC)

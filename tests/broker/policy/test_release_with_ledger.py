@@ -21,8 +21,8 @@ from broker.kit.clock import FixedClock
 from broker.kit.ids import SubjectHasher
 from broker.policy.bundle import Bundle
 from broker.policy.decision import TABLE, DecisionPoint, Facts, ReleaseRequest
-from broker.policy.engine import EmbeddedEngine, EngineFailure
 from broker.policy.facts import covering_consents
+from broker.rego.engine import EmbeddedEngine, EngineFailure
 from broker.storage.db import Database
 from consent_ledger import ConsentRequest, ReceiptSigner, notice_hash
 from tests.broker.parties import enrol

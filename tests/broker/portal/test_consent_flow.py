@@ -20,14 +20,14 @@ import httpx
 import pytest
 
 from broker.ca.authority import CertificateAuthority
-from broker.consent.wiring import open_consents
+from broker.customers.accounts import Accounts
 from broker.kit.clock import FixedClock, SystemClock
-from broker.portal.accounts import Accounts
-from broker.portal.flow import InvalidGrant, allow_redirect, redeem
+from broker.oauth.grant import InvalidGrant, allow_redirect, redeem
 from broker.portal.serve import running_portal
 from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.wiring import open_consents
 from tests.broker.fakes import settings_for
 from tests.broker.parties import enrol
 

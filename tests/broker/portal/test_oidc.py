@@ -37,20 +37,20 @@ from pydantic import SecretStr, ValidationError
 from broker.api.server import serving
 from broker.ca.authority import CertificateAuthority
 from broker.cli.main import main
-from broker.consent.wiring import open_consents
-from broker.delivery.receiver import webhook_identity
+from broker.customers.identities import Identities, IdentityError, check_identity
 from broker.errors import ConfigurationError
 from broker.kit.clock import SystemClock
-from broker.portal.flow import allow_redirect
-from broker.portal.oidc import Identities, IdentityError, check_identity
+from broker.oauth.grant import allow_redirect
 from broker.portal.oidc_settings import PortalOidcSettings
 from broker.portal.serve import portal_context, running_portal
 from broker.portal.web import portal_app
 from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration
-from broker.regulator import AuditQuery, audit_entries
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.regulator.service import AuditQuery, audit_entries
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.wiring import open_consents
 from consent_ledger import ConsentRequest, notice_hash
+from demo.receiver import webhook_identity
 from tests.broker.fakes import settings_for
 from tests.broker.parties import enrol
 

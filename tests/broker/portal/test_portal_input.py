@@ -16,12 +16,12 @@ import pytest
 from sqlmodel import func, select
 
 from broker.ca.authority import CertificateAuthority
+from broker.customers.accounts import AccountError, Accounts
 from broker.kit.clock import SystemClock
-from broker.portal.accounts import AccountError, Accounts
 from broker.portal.serve import running_portal
-from broker.runtime import Runtime, init_keys, prepare_data_dir
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir
+from broker.schema.tables import metadata
 from broker.storage.db import Database
-from broker.storage.tables import metadata
 from tests.broker.fakes import settings_for
 
 pytestmark = pytest.mark.timeout(90)

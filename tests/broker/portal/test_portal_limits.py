@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from broker.ca.authority import CertificateAuthority
+from broker.customers.accounts import Accounts
 from broker.kit.clock import SystemClock
-from broker.portal.accounts import Accounts
 from broker.portal.serve import running_portal
 from broker.portal.web import portal_app
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from tests.broker.fakes import settings_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -23,10 +23,10 @@ import httpx
 import pytest
 
 from broker.ca.authority import CertificateAuthority
+from broker.customers.accounts import Accounts
 from broker.kit.clock import Clock, FixedClock, SystemClock
-from broker.portal.accounts import Accounts
 from broker.portal.serve import running_portal
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from broker.settings import Mode
 from tests.broker.fakes import settings_for
 from tests.broker.parties import enrol

@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import delete, select, text
 from sqlmodel import Session
 
+from broker.customers.accounts import SignInFailed
 from broker.errors import BrokerError, Throttled
 from broker.kit.clock import FixedClock
 from broker.kit.ids import SubjectHasher
-from broker.portal.accounts import SignInFailed
 from broker.portal.throttle import ACCOUNT_WAIT, FAILURES, SOURCE_WAIT, Throttle
 from broker.settings import Mode
 from broker.storage.db import Database

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker.ca.service import open_ca, server_identity
+from broker.runtime.wiring import open_ca, server_identity
 from tests.broker.oauth.conftest import Broker, Party
 
 pytestmark = pytest.mark.timeout(60)

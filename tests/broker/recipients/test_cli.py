@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from broker.ca.authority import role_of
 from broker.cli.recipients import app
 from broker.kit.clock import SystemClock
-from broker.runtime import initialise
+from broker.runtime.core import initialise
 from broker.settings import load_settings
 
 

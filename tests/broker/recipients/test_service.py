@@ -14,9 +14,9 @@ from cryptography.x509.oid import NameOID
 from joserfc.jwk import ECKey, OctKey
 
 from broker.ca.authority import CertificateAuthority, role_of
-from broker.delivery.egress import Egress
 from broker.errors import NotFound
 from broker.kit.clock import FixedClock
+from broker.recipients.egress import Egress
 from broker.recipients.models import Kind, Status
 from broker.recipients.service import (
     InvalidRecipient,
@@ -151,7 +151,7 @@ def test_T7_webhook_urls_that_are_not_https_or_reach_link_local_are_refused(url:
 
 def test_R3_1_loopback_and_private_webhooks_need_the_setting_and_an_allowed_port() -> None:
     """Production default: public hosts only; with the operator's setting, loopback and
-    private addresses on the listed ports (``broker.delivery.egress``)."""
+    private addresses on the listed ports (``broker.recipients.egress``)."""
     private = Egress(allow_private=True, private_ports=frozenset({9443, 443}))
     for url in ("https://127.0.0.1:9443/h", "https://10.0.0.5/h"):
         with pytest.raises(InvalidRecipient, match="BROKER_WEBHOOK_ALLOW_PRIVATE is off"):

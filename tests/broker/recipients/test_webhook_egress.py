@@ -14,7 +14,7 @@ import pytest
 
 from broker.cli.main import main
 from broker.kit.clock import SystemClock
-from broker.runtime import initialise
+from broker.runtime.core import initialise
 from broker.settings import load_settings
 from tests.broker.oauth.conftest import Broker
 from tests.broker.recipients.test_api import _operator

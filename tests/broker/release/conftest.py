@@ -22,18 +22,13 @@ from sqlmodel import Session
 
 from broker.api.server import build, running
 from broker.ca.authority import CertificateAuthority
-from broker.consent.wiring import open_consents
 from broker.kit.clock import FixedClock, SystemClock
 from broker.oauth.settings import OAuthSettings
 from broker.policy.service import activate_shipped_if_none
 from broker.recipients.models import Recipient
-from broker.release.pipeline import (
-    RecipientInfo,
-    ReleaseConfig,
-    ReleasePipeline,
-    open_pipeline,
-)
-from broker.runtime import Runtime, init_keys, prepare_data_dir
+from broker.release.service import RecipientInfo, ReleaseConfig, ReleasePipeline
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir
+from broker.runtime.wiring import open_consents, open_pipeline
 from broker.storage.db import Database
 from connectors.meters.simulator import Fleet
 from consent_ledger import ConsentRequest, notice_hash

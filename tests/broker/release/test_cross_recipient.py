@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import text
 
-from broker.delivery.erasure import erase_customer
 from broker.recipients.models import Kind
+from broker.runtime.wiring import erase_customer
 from tests.broker.api.test_limits import bearer
 from tests.broker.oauth import conftest as oauth
 from tests.broker.release.conftest import DAY0, Broker

@@ -23,7 +23,7 @@ from broker.ca.authority import CertificateAuthority, Issued
 from broker.errors import NotFound
 from broker.kit.clock import SystemClock
 from broker.release.feeds import FeedService, FeedSpec, FeedStopped, InvalidFeed
-from broker.release.pipeline import ReleaseDenied
+from broker.release.service import ReleaseDenied
 from tests.broker.release.conftest import CUSTOMER, DAY0, Broker
 
 SUBJECT = FeedSpec("personalised_service", ("consumption",), "hourly", "subject",

@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from broker.release.models import ReleaseRecord
 from broker.release.once import PageAlreadyReleased, is_page_conflict
-from broker.release.pipeline import ReleaseOptions, ReleasePipeline
-from broker.storage import migrate
+from broker.release.service import ReleaseOptions, ReleasePipeline
+from broker.schema import migrate
 from broker.storage.db import Database
 from tests.broker.release.conftest import CUSTOMER, DAY0, Broker
 from tests.broker.release.test_feeds import BODY, Server, server  # noqa: F401 (the fixture)

@@ -15,14 +15,14 @@ from sqlalchemy import select, text
 from broker.audit.models import AuditEntry
 from broker.policy.decision import TABLE as DECISIONS
 from broker.policy.decision import Facts
-from broker.release.pipeline import (
+from broker.release.service import (
     RELEASES,
     ReleaseDenied,
     ReleaseOptions,
     ReleasePipeline,
     ReleaseRefused,
 )
-from broker.release.repository import NotAllowed, ReadingsRepository
+from broker.release.store import NotAllowed, ReadingsRepository
 from deidentify.dp import BudgetRules
 from tests.broker.release.conftest import CUSTOMER, DAY0, OTHER_CUSTOMER, Broker
 

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from broker.oauth.grant import ConsentAsk, allow_redirect, issue_code
 from broker.policy.decision import TABLE as DECISIONS
-from broker.portal.flow import ConsentAsk, allow_redirect, issue_code
 from broker.recipients.service import Recipients
 from broker.release.models import Feed
 from tests.broker.api.test_limits import error_of

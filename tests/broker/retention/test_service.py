@@ -14,15 +14,15 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from broker.audit.models import AuditEntry
+from broker.customers.models import PortalSession, SignInFailures
 from broker.delivery.models import Delivery, DeliveryStatus
-from broker.delivery.service import open_outbox
 from broker.delivery.settings import PushSettings
 from broker.kit.clock import to_us
 from broker.policy.decision import DecisionLog
 from broker.policy.models import INPUT_PURGED, PolicyDecision
-from broker.portal.models import PortalSession, SignInFailures
-from broker.release.pipeline import ReleaseOptions
+from broker.release.service import ReleaseOptions
 from broker.retention.service import EVENT_TYPE, Retention, Schedule
+from broker.runtime.wiring import open_outbox
 from connectors.mdms.models import ReadingDay
 from connectors.mdms.readings import read_days
 from tests.broker.release.conftest import CUSTOMER, DAY0, NOW, Broker, broker  # noqa: F401

@@ -21,7 +21,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from broker.api.server import make_server, start_in_thread
-from broker.api.tls import Peer, RevocationCheck, peer_from_pem
+from broker.api.tls import RevocationCheck
+from broker.ca.peer import Peer, peer_from_pem
 from connectors.dlms.batch import MEDIA_TYPE, BatchError, check_batch_id, decode_batch
 
 MAX_BODY_BYTES = 4 * 1024 * 1024

@@ -17,7 +17,7 @@ import pytest
 from broker.api.tls import RevocationCheck, client_context, server_context
 from broker.ca.authority import CertificateAuthority, Issued
 from broker.kit.clock import SystemClock
-from broker.runtime import Runtime, init_keys, prepare_data_dir, upgrade_schema
+from broker.runtime.core import Runtime, init_keys, prepare_data_dir, upgrade_schema
 from connectors.concentrator import Concentrator, ConcentratorConfig
 from tests.broker.fakes import settings_for
 from tests.connectors.concentrator.fakes import Meter, fast_config, frames_of, wait_until

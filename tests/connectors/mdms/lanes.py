@@ -28,8 +28,8 @@ from broker.keys.provider import FileKeyProvider
 from broker.keys.service import DataKeys
 from broker.kit.clock import FixedClock
 from broker.kit.ids import SubjectHasher
+from broker.schema.tables import metadata
 from broker.storage.db import Database
-from broker.storage.tables import metadata
 from connectors.mdms import fastlane
 from connectors.mdms.answers import BatchResult
 from connectors.mdms.ingest import IngestPipeline, IngestSettings

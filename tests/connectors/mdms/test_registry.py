@@ -19,13 +19,14 @@ import pytest
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from sqlalchemy import func, select, text
 
+from broker.customers.models import Customer
 from broker.errors import KeyError_
 from broker.keys.service import DataKeys, KeyDestroyed
 from broker.kit.envelope import EnvelopeError
-from broker.storage.tables import metadata
+from broker.schema.tables import metadata
 from connectors.mdms.ingest import IngestPipeline
 from connectors.mdms.keyfile import KeyFileError, read_customer_file, read_key_file
-from connectors.mdms.models import Customer, Meter, MeterKey
+from connectors.mdms.models import Meter, MeterKey
 from connectors.mdms.readings import read_days
 from connectors.mdms.registry import MeterRegistry, ProvisioningError
 from connectors.meters.files import write_customers, write_keyfile

@@ -18,7 +18,7 @@ import pytest
 
 from broker.ca.authority import CertificateAuthority, Issued
 from broker.kit.clock import SystemClock
-from broker.storage import migrate
+from broker.schema import migrate
 from broker.storage.db import Database
 from connectors.opa import OpaServerEngine
 from tests.broker.fakes import RecordingAuditSink, settings_for

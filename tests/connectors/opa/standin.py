@@ -36,7 +36,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from broker.policy.engine import EmbeddedEngine, PolicyLoadError, clean_engine_message, rule_ref
+from broker.rego.engine import EmbeddedEngine, PolicyLoadError, clean_engine_message, rule_ref
 
 Handler = Callable[[Request], Awaitable[Response]]  # starlette's call_next
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from broker.policy.engine import UNDEFINED, EmbeddedEngine, EngineFailure, PolicyLoadError
+from broker.rego.engine import UNDEFINED, EmbeddedEngine, EngineFailure, PolicyLoadError
 from connectors.opa.client import POLICY_PREFIX
 from tests.connectors.opa.cases import ALLOWED, DATA, EXTRA, INPUTS, RELEASE
 from tests.connectors.opa.conftest import MakeEngine

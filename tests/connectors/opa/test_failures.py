@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from broker.policy.engine import EngineFailure, PolicyLoadError
+from broker.rego.engine import EngineFailure, PolicyLoadError
 from tests.connectors.opa.cases import DATA, INPUTS, RELEASE
 from tests.connectors.opa.conftest import MakeEngine, Pki, Serve, server_context
 from tests.connectors.opa.standin import OpaStandIn

@@ -29,9 +29,10 @@ from sqlmodel import select
 
 from broker.api.server import build, running
 from broker.api.tls import client_context
+from broker.assurance.population import SEED
 from broker.ca.authority import Issued
-from broker.ca.service import open_ca
-from broker.runtime import Runtime
+from broker.runtime.core import Runtime
+from broker.runtime.wiring import open_ca
 from connectors.concentrator import Concentrator, ConcentratorConfig, ConcentratorStatus
 from connectors.mdms.keyfile import read_customer_file, read_key_file
 from connectors.mdms.models import ReadingDay
@@ -44,12 +45,11 @@ from connectors.meters.simulator import Fleet, SimulatedMeter
 from connectors.meters.state import FleetLink
 
 DAY_S = 86_400
-SEED = 7
 CONCENTRATORS = ("dc-north", "dc-south")
 ATTACKER_LINK = "dc-east"
 ERASED_CUSTOMER = "CUST-0000010"
 DEMO_CUSTOMER = "CUST-0000003"
-"""The customer who consents to energy-app, then withdraws (``broker.demo_policy``)."""
+"""The customer who consents to energy-app, then withdraws (``demo.policy``)."""
 """The customer the demo erases: meter number 9 of the fleet, ``ERASED_METER``."""
 ERASED_METER = "58534D000000000A"
 

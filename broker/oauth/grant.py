@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from broker.errors import BrokerError
 from broker.kit.clock import Clock, to_us
-from broker.portal.models import AuthCode, RedirectUri
+from broker.oauth.models import AuthCode, RedirectUri
 
 CODES = AuthCode.metadata.tables["oauth_code"]
 REDIRECTS = RedirectUri.metadata.tables["oauth_redirect_uri"]

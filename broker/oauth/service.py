@@ -45,14 +45,14 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from broker.api.tls import Peer
 from broker.audit.events import AuditEvent, AuditSink
+from broker.ca.peer import Peer
 from broker.kit.clock import Clock, to_us
 from broker.oauth import scopes
+from broker.oauth.grant import InvalidGrant, redeem
 from broker.oauth.models import UsedAssertion
 from broker.oauth.settings import OAuthSettings
 from broker.oauth.tokens import TokenCodec, thumbprint
-from broker.portal.flow import InvalidGrant, redeem
 from broker.recipients.models import Kind, Recipient, RecipientKey, Status
 from broker.recipients.service import ca_role, purposes_of
 

@@ -1,11 +1,11 @@
-"""Alembic environment: always run with a connection handed over by ``broker.storage.migrate``."""
+"""Alembic environment: always run with a connection handed over by ``broker.schema.migrate``."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from broker.storage.tables import metadata
+from broker.schema.tables import metadata
 
 
 def _run(connection: Connection) -> None:

@@ -1,16 +1,28 @@
-"""Tables of the customer portal: local accounts, identities at an upstream OpenID Connect
-provider linked to customers, authorization codes, redirect URIs, signed-in sessions and the
-sign-in throttle.
+"""Tables of the customers: the customer (created when the MDMS provisions its meter, with its
+name, address and account number sealed under the customer's data key), local accounts,
+identities at an upstream OpenID Connect provider linked to customers, signed-in sessions and
+the sign-in throttle.
 
-Passwords are stored only as argon2id hashes; codes only as SHA-256 of the code (a database
-reader cannot redeem one), single use, minutes long, bound to the consent they were issued for
-and to the PKCE challenge of the client that asked.
+Passwords are stored only as argon2id hashes; sessions only as SHA-256 of the random id their
+cookie carries.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Integer, String, Text
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, String
 from sqlmodel import Field, SQLModel
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customer"
+
+    customer_ref: str = Field(sa_column=Column(String(64), primary_key=True))
+    subject_hash: str = Field(sa_column=Column(String(80), nullable=False))
+    """The keyed hash that names the customer's data keys (``data_key.subject_hash``)."""
+    name_sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    address_sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    account_sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    created_us: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class CustomerAccount(SQLModel, table=True):
@@ -32,27 +44,6 @@ class CustomerIdentity(SQLModel, table=True):
     subject: str = Field(sa_column=Column(String(255), primary_key=True))
     customer_ref: str = Field(sa_column=Column(String(64), nullable=False, index=True))
     linked_us: int = Field(sa_column=Column(BigInteger, nullable=False))
-
-
-class AuthCode(SQLModel, table=True):
-    __tablename__ = "oauth_code"
-
-    code_hash: str = Field(sa_column=Column(String(64), primary_key=True))
-    client_id: str = Field(sa_column=Column(String(120), nullable=False))
-    customer_ref: str = Field(sa_column=Column(String(64), nullable=False))
-    redirect_uri: str = Field(sa_column=Column(Text, nullable=False))
-    code_challenge: str = Field(sa_column=Column(String(128), nullable=False))
-    consent_id: str = Field(sa_column=Column(String(64), nullable=False))
-    scope: str = Field(sa_column=Column(Text, nullable=False))
-    expires_us: int = Field(sa_column=Column(BigInteger, nullable=False))
-    used: bool = Field(sa_column=Column(Boolean, nullable=False))
-
-
-class RedirectUri(SQLModel, table=True):
-    __tablename__ = "oauth_redirect_uri"
-
-    client_id: str = Field(sa_column=Column(String(120), primary_key=True))
-    uri: str = Field(sa_column=Column(String(512), primary_key=True))
 
 
 class PortalSession(SQLModel, table=True):

@@ -42,25 +42,29 @@ from broker.api.server import build, running
 from broker.api.tls import client_context
 from broker.audit.verify import verify_bundle
 from broker.ca.authority import CertificateAuthority
-from broker.ca.service import open_ca, server_identity
-from broker.delivery.egress import Egress
-from broker.delivery.receiver import (
+from broker.customers.accounts import Accounts
+from broker.delivery.service import PushService, http_poster
+from broker.delivery.settings import PushSettings
+from broker.oauth.grant import allow_redirect
+from broker.portal.serve import running_portal
+from broker.recipients.egress import Egress
+from broker.recipients.models import Kind
+from broker.recipients.service import Registration
+from broker.release.feeds import FeedService
+from broker.runtime.core import Runtime, audit_public_key_path
+from broker.runtime.wiring import (
+    open_ca,
+    open_pipeline,
+    open_push,
+    open_recipients,
+    server_identity,
+)
+from demo.receiver import (
     WebhookReceiver,
     serve_webhook,
     webhook_identity,
     webhook_server_context,
 )
-from broker.delivery.service import PushService, http_poster
-from broker.delivery.settings import PushSettings
-from broker.portal.accounts import Accounts
-from broker.portal.flow import allow_redirect
-from broker.portal.serve import running_portal
-from broker.recipients.models import Kind
-from broker.recipients.service import Registration
-from broker.recipients.wiring import open_recipients
-from broker.release.feeds import FeedService
-from broker.release.pipeline import open_pipeline
-from broker.runtime import Runtime, audit_public_key_path
 
 APP, EMS, OTHER = "energy-app", "ems-grid", "insight-co"
 REDIRECT = "https://energy-app.example/callback"
@@ -187,7 +191,7 @@ def _webhook(
                     session, APP, f"https://127.0.0.1:{port}/hook", "demo"
                 )
             feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
-            yield receiver, PushService(rt, feeds, settings), poster
+            yield receiver, open_push(rt, feeds, settings), poster
         finally:
             poster.close()
 

@@ -15,7 +15,7 @@ interval_s, energy_wh`` (the interval value the MDMS stored, in Wh; a reading be
 period when its interval starts in it). Households: ``meter_id, customer_ref, postcode,
 feeder, substation, tariff, has_pv, has_ev``. The MDMS stores no substation: it is derived from
 the meter's postcode district (``SUB-<district>``), as the reference network lays out feeders
-(three feeders a district, one substation a district; ``broker.privacy.population``). The MDMS
+(three feeders a district, one substation a district; ``broker.assurance.population``). The MDMS
 stores neither tariff nor PV nor EV: those columns hold the suppressed value ``*``.
 
 A block whose customer was erased (data key destroyed) is skipped in aggregates (that

@@ -35,21 +35,18 @@ from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
 from broker.consent.service import ConsentService
-from broker.consent.wiring import open_consents
 from broker.errors import Forbidden
 from broker.kit.canonical import canonical_text
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher, new_id
 from broker.policy.decision import Decision, Facts, ReleaseRequest
 from broker.policy.facts import covering_consents
-from broker.policy.service import LiveDecisionPoint
-from broker.privacy.service import BudgetLedger, PseudonymKeys, load_pseudonym_master
+from broker.privacy.service import BudgetLedger, PseudonymKeys
 from broker.recipients.models import Recipient
 from broker.release.cells import CanonicalCells, CellRequest, CellSpend
 from broker.release.models import ReleaseGroup, ReleaseRecord
 from broker.release.once import PageAlreadyReleased, is_page_conflict
-from broker.release.repository import AGGREGATE_TIERS, ReadingsRepository
-from broker.runtime import Runtime
+from broker.release.store import AGGREGATE_TIERS, ReadingsRepository
 from broker.storage.db import Database
 from deidentify.aggregate import MemberSet, Rules
 from deidentify.budget_ad import PRIVACY_UNIT
@@ -410,23 +407,3 @@ class ReleasePipeline:
             release_id, decision, decision.tier, decision.granularity, made.frame, made.manifest,
             digest, rows, at, spend, seq[0] if seq else None,
         )  # fmt: skip
-
-
-def open_pipeline(
-    rt: Runtime, recipients: RecipientDirectory | None = None, config: ReleaseConfig | None = None
-) -> ReleasePipeline:
-    """The pipeline of a runtime (``broker.runtime.Runtime``): the active policy revision (and
-    the next one ``broker policy activate`` swaps in, without a restart), the consent service,
-    the pseudonym master key and the budget ledger."""
-    return ReleasePipeline(
-        LiveDecisionPoint(rt.settings, rt.audit, rt.clock, rt.hasher),
-        open_consents(rt),
-        ReadingsRepository(rt.data_keys, rt.hasher),
-        PseudonymKeys(load_pseudonym_master(rt.settings), rt.audit, rt.clock),
-        BudgetLedger(rt.audit, rt.clock),
-        recipients or RegistryDirectory(),
-        rt.audit,
-        rt.clock,
-        rt.hasher,
-        config,
-    )

@@ -1,6 +1,6 @@
 """``broker privacy report``: what each tier protects and what it costs in accuracy.
 
-On the demo fleet grown from its own load model (``broker.privacy.population``):
+On the demo fleet grown from its own load model (``broker.assurance.population``):
 
 - **Utility**: the error of released group sums against the truth, per released quarter-hour,
   as MAPE (mean absolute percentage error over the cells released), by group size N (100, 1 000,
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from broker.privacy.population import Population, population
+from broker.assurance.population import Population, population
 from connectors.meters.simulator import FEEDERS_PER_DISTRICT, METERS_PER_FEEDER
 from deidentify.aggregate import (
     GROUP,

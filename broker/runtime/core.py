@@ -29,8 +29,8 @@ from broker.keys.provider import FileKeyProvider
 from broker.keys.service import DataKeys
 from broker.kit.clock import Clock, SystemClock
 from broker.kit.ids import SubjectHasher
+from broker.schema import migrate
 from broker.settings import Settings
-from broker.storage import migrate
 from broker.storage.db import Database
 from connectors.mdms.ingest import IngestPipeline, IngestSettings
 from connectors.mdms.limits import LimitSettings

@@ -9,9 +9,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from broker import demo as story
 from broker.cli.common import check_pushes, console
-from broker.demo_path import (
+from broker.kit.clock import SystemClock
+from broker.runtime.core import Runtime, initialise
+from demo import story
+from demo.path import (
     DEMO_CUSTOMER,
     ERASED_CUSTOMER,
     ERASED_METER,
@@ -19,10 +21,8 @@ from broker.demo_path import (
     issue_concentrators,
     run_path,
 )
-from broker.demo_policy import consent_and_policy
-from broker.demo_service import first_day_of, service_story
-from broker.kit.clock import SystemClock
-from broker.runtime import Runtime, initialise
+from demo.policy import consent_and_policy
+from demo.service import first_day_of, service_story
 
 
 def demo(

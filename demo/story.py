@@ -1,7 +1,7 @@
 """``broker demo``: the whole story end to end on a fresh embedded data directory.
 
 Steps: initialise keys, CA and database; issue certificates; the reference path of simulated
-meters, concentrators and the MDMS with its attacks (``broker.demo_path``); rotate the KEK and
+meters, concentrators and the MDMS with its attacks (``demo.path``); rotate the KEK and
 erase one customer by crypto-shredding; write a burst of audit events in group commits; serve
 ``/healthz`` over mutual TLS and show who gets in; export the audit log and verify it offline,
 then show that a tampered copy is caught. It writes ``summary.json`` and
@@ -27,13 +27,13 @@ from broker.audit.events import AuditEvent
 from broker.audit.export import ExportFilters, export_bundle
 from broker.audit.verify import VerificationFailed, verify_bundle
 from broker.ca.authority import Issued
-from broker.ca.service import open_ca
-from broker.demo_path import ATTACKER_LINK
 from broker.errors import ConfigurationError
 from broker.keys.service import KeyDestroyed
-from broker.runtime import Runtime, audit_public_key_path, rotate_kek
+from broker.runtime.core import Runtime, audit_public_key_path, rotate_kek
+from broker.runtime.wiring import open_ca
 from broker.settings import Mode, Settings
 from connectors.mdms.readings import read_days
+from demo.path import ATTACKER_LINK
 
 SUMMARY = "summary.json"
 EXPORT = "audit-export.jsonl"

@@ -11,12 +11,12 @@ from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
+from broker.customers.models import CustomerAccount
+from broker.customers.store import end_all
 from broker.errors import BrokerError
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher
 from broker.kit.text import text_problem
-from broker.portal.models import CustomerAccount
-from broker.portal.sessions import end_all
 
 ACCOUNTS = CustomerAccount.metadata.tables["customer_account"]
 MIN_PASSWORD = 12

@@ -2,10 +2,10 @@
 
 The demo stores 200 meters; errors at group sizes of 100, 1 000 and 10 000 households need more.
 So the report draws households from the demo fleet's own load model and seed
-(``connectors.meters.load``, ``broker.demo_path.SEED``): households 0..199 are the demo's meters,
-the rest come from the same distribution, with the same feeder, postcode and tariff layout as
-the simulator gives its meters (150 meters a feeder, 3 feeders a district, a district per
-postcode; substations are districts).
+(``connectors.meters.load``, ``SEED``, which the demo draws its fleet with): households 0..199
+are the demo's meters, the rest come from the same distribution, with the same feeder, postcode
+and tariff layout as the simulator gives its meters (150 meters a feeder, 3 feeders a district,
+a district per postcode; substations are districts).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from connectors.meters.load import DAY_S, LoadModel
 from connectors.meters.simulator import FEEDERS_PER_DISTRICT, METERS_PER_FEEDER
 from deidentify import frames as F
 
+SEED = 7
+"""The reference fleet's seed: the report's default, and the one ``broker demo`` draws with."""
 _AREAS = ("AB", "CD", "EF", "GH", "JK", "LM", "NP", "RS", "TU", "WY")
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlmodel import Session
 
-from broker.consent.wiring import open_consents
 from broker.policy.bundle import load_bundle, shipped_bundle_dir
 from broker.policy.decision import DecisionLog, DecisionPoint, Facts, ReleaseRequest
 from broker.policy.diff import diff
@@ -28,8 +27,8 @@ from broker.policy.service import activate_shipped_if_none, open_decision_point
 from broker.policy.store import PolicyRejected, PolicyStore
 from broker.recipients.models import Kind
 from broker.recipients.service import Registration
-from broker.recipients.wiring import open_recipients
-from broker.runtime import Runtime, consent_receipt_public_key_path
+from broker.runtime.core import Runtime, consent_receipt_public_key_path
+from broker.runtime.wiring import open_consents, open_recipients
 from consent_ledger import ConsentRequest, load_public_key, notice_hash, verify_receipt
 
 APP = "energy-app"

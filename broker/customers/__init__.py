@@ -1,0 +1,1 @@
+"""Customers: local accounts, identities linked at OpenID Connect providers, sign-in sessions."""
