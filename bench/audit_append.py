@@ -1,6 +1,6 @@
 """Audit append throughput with group commit, on SQLite and on PostgreSQL.
 
-Target (issue 2): >= 100 k entries/s on each. Prints one JSON object: per backend the median of
+Target: >= 100 k entries/s on each. Prints one JSON object: per backend the median of
 ``--repeats`` runs of ``--entries`` events in transactions of ``--batch`` events each.
 """
 

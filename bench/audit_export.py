@@ -1,6 +1,6 @@
 """Export and offline verification of an audit log of ``--entries`` entries.
 
-Target (issue 2): export and verify of 100 k entries <= 10 s. Prints one JSON object.
+Target: export and verify of 100 k entries <= 10 s. Prints one JSON object.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Checkpoint and inclusion-proof latency on a large stored log.
 
-Targets (issue 2): a checkpoint over 1 M entries <= 1 s; an inclusion proof at 1 M entries
+Targets: a checkpoint over 1 M entries <= 1 s; an inclusion proof at 1 M entries
 <= 1 ms. Fills a fresh database with ``--entries`` (group commits), then times a fresh
 checkpoint (root computation and signing) and ``--proofs`` inclusion proofs at random leaves,
 each on its own read transaction. Prints one JSON object with medians.

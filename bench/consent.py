@@ -1,7 +1,7 @@
 """Consent ledger: event appends (with receipts signed) on SQLite and PostgreSQL, and the
 covering query on a ledger of 10 k active consents.
 
-Targets (issue 4): appends >= 20 k events/s; covering() a few µs (the policy decision, p50 <=
+Targets: appends >= 20 k events/s; covering() a few µs (the policy decision, p50 <=
 20 µs, includes it). Prints one JSON object: per backend the median of ``--repeats`` runs of
 ``--events`` given events appended through ``ConsentService.append_many`` in groups of
 ``--batch`` (each event hashed, stored and entered in the audit log, then its receipt signed

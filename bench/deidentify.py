@@ -1,4 +1,4 @@
-"""De-identification (issue 5): the three speed targets in one JSON object.
+"""De-identification: the three speed targets in one JSON object.
 
 Targets: one day of 1 M meters x 96 intervals aggregated to 10 k groups with DP in <= 5 s in
 memory (``dp``); pseudonyms >= 0.5 M ids/s (``pseudonyms``); the k-anonymity check over 1 M

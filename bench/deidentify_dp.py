@@ -1,6 +1,6 @@
 """Differentially private aggregation of one day of a million meters, in memory.
 
-Target (issue 5): one day of 1 M meters x 96 quarter-hours aggregated to 10 k groups with DP
+Target: one day of 1 M meters x 96 quarter-hours aggregated to 10 k groups with DP
 (clipping, Laplace noise from the OS CSPRNG, budget accounting) in <= 5 s. Prints one JSON
 object: the median and every run of ``--repeats`` calls of ``deidentify.dp.dp_aggregate`` on
 the same frames. The frames are built once, outside the timing, with ``meter_id`` as a

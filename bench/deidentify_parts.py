@@ -1,4 +1,4 @@
-"""Pseudonym and k-anonymity figures for the de-identification benchmark (issue 5).
+"""Pseudonym and k-anonymity figures for the de-identification benchmark.
 
 Targets: pseudonyms >= 0.5 M ids/s; the k-anonymity check over 1 M rows <= 2 s.
 ``bench/deidentify.py`` imports these functions; run alone, this prints one JSON object:

@@ -1,6 +1,6 @@
 """Envelope encryption throughput: seal and open of 1 KiB records under a cached data key.
 
-Target (issue 2): >= 200 k ops/s each. Prints one JSON object; figures are medians of repeats.
+Target: >= 200 k ops/s each. Prints one JSON object; figures are medians of repeats.
 """
 
 from __future__ import annotations

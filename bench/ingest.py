@@ -1,6 +1,6 @@
 """MDMS ingest throughput end to end, against the raw limit of the same bytes and rows.
 
-Targets (issue 3), PostgreSQL on this 2-core machine: >= 300 k readings/s end to end, a 1 M-meter
+Targets, PostgreSQL on this 2-core machine: >= 300 k readings/s end to end, a 1 M-meter
 day (96 M readings) in <= 10 minutes, ``ratio`` >= 0.25, peak memory bounded.
 
 For each batch of ``--batch`` meters' day-frames (simulated, generated outside the timed part)

@@ -1,8 +1,8 @@
-"""Release performance (issue 6): a day of pseudonymised data for N meters pulled over mutual TLS,
+"""Release performance: a day of pseudonymised data for N meters pulled over mutual TLS,
 keep-alive requests/s through the pipeline against a hello-world route on the same server, and
 the pipeline's own overhead per release.
 
-Targets (issue 6): p50 and p99 of the pull of one day of pseudonymised data for 10 k meters;
+Targets: p50 and p99 of the pull of one day of pseudonymised data for 10 k meters;
 keep-alive requests/s through the full pipeline >= 50 % of a hello-world FastAPI route over the
 same mutual-TLS setup, measured in the same run; the pipeline's overhead per release (decision,
 transform, audit).
@@ -81,10 +81,10 @@ from broker.policy.decision import ReleaseRequest
 from broker.policy.service import activate_shipped_if_none
 from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration
-from broker.release.feeds import FeedService, FeedSpec
+from broker.release.feeds import FeedSpec
 from broker.release.service import ReleasePipeline
 from broker.runtime.core import Runtime, init_keys, prepare_data_dir
-from broker.runtime.wiring import open_consents, open_pipeline
+from broker.runtime.wiring import open_consents, open_feeds, open_pipeline
 from broker.settings import Mode, Settings
 from connectors.meters.simulator import Fleet
 from consent_ledger import ConsentRequest, Give, notice_hash
@@ -240,7 +240,7 @@ def _feeds(rt: Runtime, customers: Sequence[str], day: datetime, fmt: str, count
            progress: Progress) -> list[str]:  # fmt: skip
     """``count`` feeds of one day, the customers in turn."""
     task = progress.add_task("feeds subscribed", total=count)
-    service = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
+    service = open_feeds(rt)
     out = []
     for n in range(count):
         customer = customers[n % len(customers)]
@@ -559,7 +559,7 @@ def overhead(setup: Setup, releases: int, progress: Progress) -> dict[str, Any]:
     for i in range(releases):
         samples.append(one(requests[i % len(requests)]))
         progress.advance(task)
-    feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
+    feeds = open_feeds(rt)
     order = setup.feeds["in_process"]
     for feed_id in order[:20]:
         feeds.page(RECIPIENT, feed_id)

@@ -1,1 +1,1 @@
-"""The outside world: meter simulator, concentrator, MDMS ingest, delivery channels (issue 3)."""
+"""The outside world: meter simulator, concentrator, MDMS ingest, delivery channels."""

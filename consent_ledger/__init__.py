@@ -1,4 +1,4 @@
-"""Consent events, receipts and the queries "which consents cover this release" (issue 4).
+"""Consent events, receipts and the queries "which consents cover this release".
 
 A pure library (no database, no web framework; import-linter keeps it so): ``Draft`` turns
 requests into hash-chained events, ``LedgerState`` folds events into the current consents and

@@ -1,4 +1,4 @@
-"""The consent and policy chapter of ``broker demo`` (issue 4).
+"""The consent and policy chapter of ``broker demo``.
 
 A customer consents (a receipt they can verify with the broker's public key); the shipped,
 signed policy decides with the covering consents from the ledger: the consented service gets

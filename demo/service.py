@@ -1,4 +1,4 @@
-"""The broker-service chapter of ``broker demo`` (issue 6).
+"""The broker-service chapter of ``broker demo``.
 
 Three recipients are onboarded (a CSR each, certificates from the broker's CA): ``energy-app``
 and ``insight-co``, third parties, and ``ems-grid``, the operator's EMS. The customer signs in
@@ -50,11 +50,10 @@ from broker.portal.serve import running_portal
 from broker.recipients.egress import Egress
 from broker.recipients.models import Kind
 from broker.recipients.service import Registration
-from broker.release.feeds import FeedService
 from broker.runtime.core import Runtime, audit_public_key_path
 from broker.runtime.wiring import (
     open_ca,
-    open_pipeline,
+    open_feeds,
     open_push,
     open_recipients,
     server_identity,
@@ -190,7 +189,7 @@ def _webhook(
                 open_recipients(rt, egress).set_webhook(
                     session, APP, f"https://127.0.0.1:{port}/hook", "demo"
                 )
-            feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
+            feeds = open_feeds(rt)
             yield receiver, open_push(rt, feeds, settings), poster
         finally:
             poster.close()

@@ -43,9 +43,8 @@ from broker.api.schemas import (
 from broker.api.tls import RevocationCheck
 from broker.errors import BrokerError
 from broker.oauth.settings import OAuthSettings
-from broker.release.feeds import FeedService
 from broker.runtime.core import Runtime, limit_settings
-from broker.runtime.wiring import open_pipeline
+from broker.runtime.wiring import open_feeds
 from connectors.mdms.limits import Limits
 
 __all__ = ["OWN_BODY_BOUNDS", "ClientRate", "Health", "create_app"]
@@ -93,7 +92,7 @@ def create_app(
         app.include_router(mdms_router(rt, limits or Limits(limit_settings(rt.settings))))
         app.include_router(regulator_router(rt), dependencies=rate)
         install_oauth(app, rt, oauth)
-        feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
+        feeds = open_feeds(rt)
         app.include_router(feeds_router(feeds), dependencies=rate)  # scopes: ROUTES
         install_delivery(app, rt, rate)
     app.add_middleware(BodyLimit, max_bytes=max_body, exempt=OWN_BODY_BOUNDS)

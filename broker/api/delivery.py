@@ -1,4 +1,4 @@
-"""Routes of push delivery and deletion (issue 6, parts 5 and 6).
+"""Routes of push delivery and deletion.
 
 - ``GET /.well-known/jwks.json``: the broker's delivery signing key (RFC 9421 signatures on
   webhook pushes, JWS of deletion requests), for recipients to verify offline.

@@ -1,4 +1,4 @@
-"""Regulator access (issue 6, part 7; X.1332 accountability): a certificate with role
+"""Regulator access (X.1332 accountability): a certificate with role
 ``regulator`` reads audit entries by customer pseudonym, recipient, type and time, downloads an
 export bundle it verifies offline with ``broker audit verify``, and reads metrics. Every other
 role is refused (403; the role each route needs is in the one table,

@@ -1,4 +1,4 @@
-"""``broker privacy``: the privacy and utility report, pseudonym re-keying, budgets (issue 5)."""
+"""``broker privacy``: the privacy and utility report, pseudonym re-keying, budgets."""
 
 from __future__ import annotations
 

@@ -16,10 +16,9 @@ from broker.delivery.settings import PushSettings
 from broker.portal.serve import portal_context
 from broker.portal.web import portal_app
 from broker.recipients.egress import Egress
-from broker.release.feeds import FeedService
 from broker.retention.service import open_retention
 from broker.retention.worker import RetentionLoop
-from broker.runtime.wiring import open_ca, open_pipeline, open_push, server_identity
+from broker.runtime.wiring import open_ca, open_feeds, open_push, server_identity
 
 
 def serve(
@@ -42,7 +41,7 @@ def serve(
                 start_in_thread(portal)
                 console.print(f"customer portal https://{bind}:{portal_at}/me (TLS 1.3)")
             push = PushSettings()
-            feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
+            feeds = open_feeds(rt)
             identity = server_identity(rt, open_ca(rt), actor())
             poster = http_poster(push, identity, Egress.of(rt.settings))
             loop = PushLoop(open_push(rt, feeds, push), poster, push.poll_s).start()

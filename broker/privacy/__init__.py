@@ -1,2 +1,2 @@
-"""The broker's side of de-identification: pseudonym keys per recipient domain, the persistent
-privacy budget ledger, and the privacy and utility report (issue 5)."""
+"""The broker's side of de-identification: pseudonym keys per recipient domain and the persistent
+privacy budget ledger (the privacy and utility report is ``broker.assurance``)."""

@@ -1,4 +1,4 @@
-"""What a regulator reads (issue 6, part 7): audit entries by subject, type and time, exports in
+"""What a regulator reads: audit entries by subject, type and time, exports in
 the foundation's bundle format, and metrics across the broker.
 
 Entries name customers only by keyed hash (``hs1:...``), so a regulator asks about a customer by

@@ -1,2 +1,2 @@
-"""The release pipeline (issue 6): facts → decision → consent-scoped readings → tier transform
+"""The release pipeline: facts → decision → consent-scoped readings → tier transform
 → serialise → deliver → one audit entry; formats and pull feeds."""

@@ -1,4 +1,4 @@
-"""One release pipeline for every path (ARCHITECTURE §1, issue 6 part 5).
+"""One release pipeline for every path (ARCHITECTURE §1).
 
     facts (recipient, purpose, covering consents from the refreshed ledger)
     → decision (its record written in the same transaction)

@@ -1,4 +1,4 @@
-"""Regulator access over real mutual TLS (issue 6, part 7): only a ``regulator`` certificate reads
+"""Regulator access over real mutual TLS: only a ``regulator`` certificate reads
 audit entries (by customer pseudonym, type and time), downloads an export that verifies offline,
 and reads metrics; each read is itself audited."""
 

@@ -1,4 +1,4 @@
-"""``broker policy``: the privacy officer's tools, driven as an officer would (issue 4, part 5).
+"""``broker policy``: the privacy officer's tools, driven as an officer would.
 
 The decisions replayed by ``diff`` and explained by ``explain`` are recorded by a real decision
 point into the data directory's own decision log.

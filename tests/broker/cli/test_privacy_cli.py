@@ -1,4 +1,4 @@
-"""``broker privacy``: the privacy and utility report, re-keying and budgets (issue 5, part 7)."""
+"""``broker privacy``: the privacy and utility report, re-keying and budgets."""
 
 from __future__ import annotations
 

@@ -21,9 +21,8 @@ from broker.delivery.service import http_poster
 from broker.delivery.settings import PushSettings
 from broker.kit.clock import FixedClock
 from broker.recipients.egress import Egress
-from broker.release.feeds import FeedService
 from broker.runtime.core import Runtime
-from broker.runtime.wiring import open_pipeline, open_push
+from broker.runtime.wiring import open_feeds, open_push
 from broker.settings import load_settings
 
 START_DEADLINE_S = 60.0
@@ -33,7 +32,7 @@ def main(argv: list[str]) -> int:
     at, cert, key, go, rounds = argv
     rt = Runtime.open(load_settings(), FixedClock(datetime.fromisoformat(at)))
     push = PushSettings(timeout_s=10.0, max_attempts=8, backoff_base_s=0.01, backoff_cap_s=0.01)
-    feeds = FeedService(rt.db, open_pipeline(rt), rt.clock, rt.hasher)
+    feeds = open_feeds(rt)
     service = open_push(rt, feeds, push)
     poster = http_poster(push, (Path(cert), Path(key)), Egress.of(rt.settings))
     deadline = time.monotonic() + START_DEADLINE_S

@@ -1,4 +1,4 @@
-"""The authorization-code grant at the token endpoint (issue 6, part 3; RFC 6749 §4.1.3 with
+"""The authorization-code grant at the token endpoint (RFC 6749 §4.1.3 with
 PKCE, RFC 7636): the code the customer's consent page issued is redeemed once, by the client it
 was issued to, over its mutual-TLS connection, with the PKCE verifier; the token is bound to the
 certificate and names the consent."""

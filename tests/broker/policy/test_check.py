@@ -1,4 +1,4 @@
-"""``broker policy check``: every listed bad input is named with its file and kind (issue 4).
+"""``broker policy check``: every listed bad input is named with its file and kind.
 
 A bundle that fails here never becomes the running policy (see test_store.py).
 """

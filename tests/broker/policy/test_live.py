@@ -1,4 +1,4 @@
-"""A running broker follows ``broker policy activate`` without a restart (issue 6): the
+"""A running broker follows ``broker policy activate`` without a restart: the
 pipeline's decision point notices the swapped ``active`` link and loads the new revision; a
 revision that stops verifying makes every later decision a denial."""
 

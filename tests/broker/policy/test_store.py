@@ -1,5 +1,5 @@
 """Activation: only a bundle that passes check and tests, signed, swapped atomically, audited;
-a revision whose signature or file hashes do not match is refused (issue 4, part 5)."""
+a revision whose signature or file hashes do not match is refused."""
 
 from __future__ import annotations
 
