@@ -39,12 +39,12 @@ from joserfc.jwk import ECKey, OKPKey
 
 from broker.api.server import serving
 from broker.delivery.deletion import ACK_TYPE
+from broker.delivery.errors import BadSignature
 from broker.delivery.outbox import RECEIPT_TYPE
 from broker.delivery.signing import (
     DELETION_TYPE,
     DELIVERY_HEADER,
     RELEASE_HEADER,
-    BadSignature,
     okp_key,
     public_key_of,
     verify_json,

@@ -23,8 +23,9 @@ from broker.api.peer import PeerDep
 from broker.ca.peer import Peer
 from broker.errors import Forbidden
 from broker.kit.clock import from_us, to_rfc3339
-from broker.oauth.scopes import ROUTES, Access, InsufficientScope, Narrowing, missing, narrowing
-from broker.oauth.tokens import InvalidToken, TokenCodec, thumbprint
+from broker.oauth.errors import InsufficientScope, InvalidToken
+from broker.oauth.scopes import ROUTES, Access, Narrowing, missing, narrowing
+from broker.oauth.tokens import TokenCodec, thumbprint
 from broker.recipients.models import Recipient, Status
 from broker.storage.db import Database
 

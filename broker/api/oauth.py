@@ -31,7 +31,7 @@ from broker.api.schemas import ErrorBody
 from broker.ca.peer import Peer
 from broker.errors import Throttled
 from broker.kit.text import text_problem
-from broker.oauth.scopes import InsufficientScope
+from broker.oauth.errors import InsufficientScope
 from broker.oauth.service import BrokerAuthorizationServer
 from broker.oauth.settings import OAuthSettings
 from broker.oauth.tokens import TokenCodec, load_token_key

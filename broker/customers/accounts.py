@@ -11,23 +11,15 @@ from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
+from broker.customers.errors import AccountError, SignInFailed
 from broker.customers.models import CustomerAccount
 from broker.customers.store import end_all
-from broker.errors import BrokerError
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher
 from broker.kit.text import text_problem
 
 ACCOUNTS = CustomerAccount.metadata.tables["customer_account"]
 MIN_PASSWORD = 12
-
-
-class SignInFailed(BrokerError):
-    status_code = 401
-
-
-class AccountError(BrokerError):
-    status_code = 422
 
 
 class Accounts:

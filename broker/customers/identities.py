@@ -11,17 +11,13 @@ from sqlalchemy import delete, insert, select
 from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
+from broker.customers.errors import IdentityError
 from broker.customers.models import CustomerIdentity
-from broker.errors import BrokerError
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher
 
 IDENTITIES = CustomerIdentity.metadata.tables["customer_identity"]
 CUSTOMER_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
-
-
-class IdentityError(BrokerError):
-    status_code = 422
 
 
 def check_identity(issuer: str, subject: str) -> None:

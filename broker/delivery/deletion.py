@@ -35,10 +35,11 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from broker.audit.events import AuditEvent, AuditSink
+from broker.delivery.errors import AlreadyAcknowledged, BadAcknowledgement, BadSignature
 from broker.delivery.models import DeletionRequest, DeletionStatus
 from broker.delivery.outbox import Outbox
-from broker.delivery.signing import DELETION_TYPE, BadSignature, sign_json, verify_json_by_any
-from broker.errors import BrokerError, NotFound
+from broker.delivery.signing import DELETION_TYPE, sign_json, verify_json_by_any
+from broker.errors import NotFound
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.ids import SubjectHasher, new_id
 from broker.recipients.models import Recipient
@@ -50,14 +51,6 @@ REASONS = ("withdrawn", "expired", "erasure")
 ERASING = "deletion_reason_erasure"
 """Set in a session's ``info`` while an erasure withdraws consents: the erasure writes one
 request per recipient itself, so the withdrawals write none."""
-
-
-class AlreadyAcknowledged(BrokerError):
-    status_code = 409
-
-
-class BadAcknowledgement(BrokerError):
-    status_code = 422
 
 
 def releases_under(

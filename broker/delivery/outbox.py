@@ -46,15 +46,17 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from broker.audit.events import AuditEvent, AuditSink
+from broker.delivery.errors import BadSignature, NotRedrivable
 from broker.delivery.models import Delivery, DeliveryStatus
 from broker.delivery.settings import PushSettings
-from broker.delivery.signing import RELEASE_HEADER, BadSignature, sign_push, verify_json_by_any
+from broker.delivery.signing import RELEASE_HEADER, sign_push, verify_json_by_any
 from broker.errors import BrokerError, NotFound
 from broker.keys.service import DataKeys
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.envelope import EnvelopeError
 from broker.kit.ids import SubjectHasher, new_id
-from broker.recipients.egress import NO_PRIVATE, Egress, EgressRefused, pinned_client
+from broker.recipients.egress import NO_PRIVATE, Egress, pinned_client
+from broker.recipients.errors import EgressRefused
 from broker.recipients.service import keys_of
 from broker.storage.db import Database, is_postgres
 
@@ -63,10 +65,6 @@ OUTBOX_SUBJECT = "broker:outbox"
 subject's data key."""
 RETRYABLE = frozenset({408, 425, 429})
 RECEIPT_TYPE = "x1332-delivery-receipt+jws"
-
-
-class NotRedrivable(BrokerError):
-    status_code = 409
 
 
 def push_client_context(ca_file: Path | None, cert: Path, key: Path) -> ssl.SSLContext:

@@ -29,9 +29,10 @@ from broker.errors import BrokerError
 from broker.kit.supervise import Periodic
 from broker.recipients.egress import NO_PRIVATE, Egress
 from broker.recipients.models import Recipient
+from broker.release.errors import PageAlreadyReleased
 from broker.release.feeds import STOPS_FEED, FeedService
 from broker.release.models import Feed
-from broker.release.once import PageAlreadyReleased, claim_feed
+from broker.release.once import claim_feed
 from broker.storage.db import Database
 
 logger = logging.getLogger(__name__)

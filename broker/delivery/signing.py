@@ -36,7 +36,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, OKPKey
 
-from broker.errors import BrokerError
+from broker.delivery.errors import BadSignature
 from broker.keys.files import load_ed25519_key
 from broker.kit.canonical import canonical_json
 from broker.settings import Settings
@@ -47,10 +47,6 @@ DELIVERY_HEADER = "X-Delivery-Id"
 RELEASE_HEADER = "X-Release-Id"
 COVERED = ("@method", "@target-uri", "content-type", "content-digest", "x-delivery-id")
 DELETION_TYPE = "x1332-deletion-request+jws"
-
-
-class BadSignature(BrokerError):
-    status_code = 401
 
 
 def delivery_key_path(settings: Settings) -> Path:

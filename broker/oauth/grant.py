@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
-from broker.errors import BrokerError
 from broker.kit.clock import Clock, to_us
+from broker.oauth.errors import AuthorizeError, InvalidGrant
 from broker.oauth.models import AuthCode, RedirectUri
 
 CODES = AuthCode.metadata.tables["oauth_code"]
@@ -30,16 +30,6 @@ CODE_TTL = timedelta(minutes=5)
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
 GRANULARITIES = ("15min", "30min", "hourly", "daily", "monthly")
-
-
-class AuthorizeError(BrokerError):
-    """The request cannot even be answered at its redirect URI (unknown client or URI)."""
-
-    status_code = 400
-
-
-class InvalidGrant(BrokerError):
-    status_code = 400
 
 
 @dataclass(frozen=True)

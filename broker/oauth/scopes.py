@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from broker.errors import Forbidden
+from broker.oauth.errors import InsufficientScope
 from broker.recipients.models import Kind
 
 _DELETIONS = frozenset({"deletions:read", "deletions:write"})
@@ -41,16 +41,6 @@ CONSENT_PREFIX = "consent:"
 CODE_FLOW_SCOPES = ("feeds:read", "feeds:write")
 """What a token of the authorization-code flow may do (of what the client is permitted),
 always narrowed to its consent."""
-
-
-class InsufficientScope(Forbidden):
-    """The token lacks a scope the route needs, or its narrowing (``purpose:``, ``consent:``)
-    leaves out what was asked (RFC 6750 ``insufficient_scope``)."""
-
-    def __init__(self, needed: list[str], detail: str | None = None) -> None:
-        scope = " ".join(needed)
-        super().__init__(detail or f"the access token lacks the scope {scope}")
-        self.headers = {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'}
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ from broker.audit.events import AuditEvent, AuditSink
 from broker.ca.peer import Peer
 from broker.kit.clock import Clock, to_us
 from broker.oauth import scopes
-from broker.oauth.grant import InvalidGrant, redeem
+from broker.oauth.errors import InvalidGrant
+from broker.oauth.grant import redeem
 from broker.oauth.models import UsedAssertion
 from broker.oauth.settings import OAuthSettings
 from broker.oauth.tokens import TokenCodec, thumbprint

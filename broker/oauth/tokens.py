@@ -19,29 +19,15 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-from broker.errors import BrokerError
 from broker.keys.files import load_ed25519_key
 from broker.kit.clock import Clock
 from broker.kit.ids import new_id
+from broker.oauth.errors import InvalidToken
 from broker.oauth.settings import OAuthSettings
 from broker.settings import Settings
 
 ALG = "Ed25519"
 """RFC 9864's fully specified name for EdDSA over Ed25519."""
-
-
-class InvalidToken(BrokerError):
-    """The bearer token is missing, malformed, expired, not ours, or shown on the wrong
-    connection (RFC 6750 ``invalid_token``)."""
-
-    status_code = 401
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        safe = message.replace('"', "'").replace("\\", "/")
-        self.headers = {
-            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{safe}"'
-        }
 
 
 def thumbprint(fingerprint_hex: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from broker.errors import BrokerError
+from broker.policy.errors import BundleError
 
 MANIFEST = ".manifest"
 SIGNATURES = ".signatures.json"
@@ -40,12 +40,6 @@ _PACKAGE = re.compile(r"^package\s+([A-Za-z_][\w.]*)\s*$", re.MULTILINE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 """C0 but tab, LF and CR; DEL and C1; the bidirectional overrides that reorder what a reviewer
 sees ("Trojan Source")."""
-
-
-class BundleError(BrokerError):
-    """The bundle directory cannot be read as a bundle: clear message, nothing loaded."""
-
-    status_code = 422
 
 
 @dataclass(frozen=True)

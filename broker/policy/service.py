@@ -19,7 +19,8 @@ from broker.kit.clock import Clock
 from broker.kit.ids import SubjectHasher
 from broker.policy.bundle import Bundle, load_bundle, shipped_bundle_dir
 from broker.policy.decision import Decision, DecisionPoint, Facts
-from broker.policy.store import NoActivePolicy, PolicyStore
+from broker.policy.errors import NoActivePolicy
+from broker.policy.store import PolicyStore
 from broker.rego.engine import EmbeddedEngine, EngineFailure, PolicyEngine
 from broker.settings import Settings
 from consent_ledger import Vocabulary

@@ -39,35 +39,13 @@ from broker.keys.files import load_ed25519_key
 from broker.kit.clock import Clock
 from broker.policy.bundle import MANIFEST, SIGNATURES, Bundle, load_bundle
 from broker.policy.check import CheckReport, check_bundle
+from broker.policy.errors import NoActivePolicy, PolicySignatureError
 from broker.policy.testing import TestReport, run_tests
 from broker.rego.engine import EmbeddedEngine
 from broker.settings import Settings
 
 SIGNING_ALG = "Ed25519"
 KEY_ID = "policy-signing"
-
-
-class PolicyRejected(BrokerError):
-    """The candidate bundle failed its check or its tests: it was not activated."""
-
-    status_code = 422
-
-    def __init__(self, message: str, check: CheckReport | None, tests: TestReport | None) -> None:
-        super().__init__(message)
-        self.check = check
-        self.tests = tests
-
-
-class PolicySignatureError(BrokerError):
-    """A bundle's signature or file hashes do not match: it is not used."""
-
-    status_code = 500
-    exit_code = 4
-
-
-class NoActivePolicy(BrokerError):
-    status_code = 503
-    exit_code = 2
 
 
 def signing_key_path(settings: Settings) -> Path:
@@ -149,6 +127,17 @@ class Activation:
     path: Path
     tests_passed: int
     coverage_percent: float
+
+
+class PolicyRejected(BrokerError):
+    """The candidate bundle failed its check or its tests: it was not activated."""
+
+    status_code = 422
+
+    def __init__(self, message: str, check: CheckReport | None, tests: TestReport | None) -> None:
+        super().__init__(message)
+        self.check = check
+        self.tests = tests
 
 
 class PolicyStore:

@@ -38,7 +38,7 @@ from sqlalchemy import CursorResult, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from broker.customers.accounts import SignInFailed
+from broker.customers.errors import SignInFailed
 from broker.customers.models import SignInFailures
 from broker.errors import Throttled
 from broker.kit.clock import Clock, to_us

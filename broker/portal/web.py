@@ -45,13 +45,15 @@ from broker.api.schemas import (
     error_responses,
     install_error_family,
 )
-from broker.customers.accounts import AccountError, Accounts, SignInFailed
+from broker.customers.accounts import Accounts
+from broker.customers.errors import AccountError, SignInFailed
 from broker.customers.store import end_all
 from broker.errors import BrokerError, Forbidden, NotFound, Throttled
 from broker.keys.files import ensure_b64_key
 from broker.kit.clock import to_rfc3339
 from broker.kit.text import Text
-from broker.oauth.grant import AuthorizeError, ConsentAsk, check_request, issue_code, narrowed
+from broker.oauth.errors import AuthorizeError
+from broker.oauth.grant import ConsentAsk, check_request, issue_code, narrowed
 from broker.policy.service import active_vocabulary
 from broker.portal.oidc import OidcRefused, oidc_router
 from broker.portal.oidc_settings import PortalOidcSettings

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from broker.errors import BrokerError
+from broker.recipients.errors import EgressRefused
 
 if TYPE_CHECKING:
     from broker.settings import Settings
@@ -52,10 +52,6 @@ if TYPE_CHECKING:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[IPAddress]]
 Verdict = Literal["public", "private", "refused"]
-
-
-class EgressRefused(BrokerError):
-    """A webhook host that reaches an address the broker must not connect to."""
 
 
 def _nets(

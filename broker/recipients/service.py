@@ -26,12 +26,13 @@ from sqlmodel import Session, col, select
 from broker.audit.events import AuditEvent, AuditSink
 from broker.ca.authority import CertificateAuthority, Issued
 from broker.ca.models import IssuedCertificate
-from broker.errors import BrokerError, NotFound
+from broker.errors import NotFound
 from broker.kit.clock import Clock, to_us
 from broker.kit.text import text_problem
 from broker.policy.bundle import load_bundle, shipped_bundle_dir
 from broker.policy.service import catalogue_vocabulary
-from broker.recipients.egress import NO_PRIVATE, Egress, EgressRefused
+from broker.recipients.egress import NO_PRIVATE, Egress
+from broker.recipients.errors import EgressRefused, InvalidRecipient, RecipientExists
 from broker.recipients.models import Kind, Recipient, RecipientKey, Status
 
 CA_ROLE = {
@@ -43,14 +44,6 @@ CA_ROLE = {
 """The CA role a recipient's certificate carries, by kind."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _PURPOSE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-class InvalidRecipient(BrokerError):
-    """A registration or change that cannot be accepted (bad name, URL, key, state)."""
-
-
-class RecipientExists(BrokerError):
-    status_code = 409
 
 
 @dataclass(frozen=True)

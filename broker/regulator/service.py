@@ -22,10 +22,10 @@ from broker.audit.models import AuditEntry
 from broker.consent.models import ConsentEventRow
 from broker.delivery import deletion
 from broker.delivery.models import Delivery
-from broker.errors import BrokerError
 from broker.kit.clock import to_us
 from broker.policy.decision import TABLE as DECISIONS
 from broker.privacy.service import SPENDS
+from broker.regulator.errors import BadQuery
 from broker.release.models import ReleaseRecord
 from connectors.mdms.models import IngestTally
 
@@ -33,10 +33,6 @@ ENTRIES = AuditEntry.metadata.tables["audit_entry"]
 RELEASES = ReleaseRecord.metadata.tables["release"]
 DELIVERIES = Delivery.metadata.tables["delivery"]
 MAX_LIMIT = 1_000
-
-
-class BadQuery(BrokerError):
-    status_code = 422
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from sqlmodel import Session
 
 from broker.consent.service import ConsentService
-from broker.oauth.scopes import CONSENT_PREFIX, PURPOSE_PREFIX, InsufficientScope, Narrowing
+from broker.oauth.errors import InsufficientScope
+from broker.oauth.scopes import CONSENT_PREFIX, PURPOSE_PREFIX, Narrowing
 from consent_ledger import GRANULARITY_S, ConsentTerms
 
 

@@ -36,40 +36,22 @@ import pandas as pd
 from sqlmodel import Session
 
 from broker.audit.events import AuditEvent
-from broker.errors import BrokerError, Forbidden, NotFound
+from broker.errors import Forbidden, NotFound
 from broker.kit.clock import Clock, from_us, to_us
 from broker.kit.ids import SubjectHasher, new_id
 from broker.recipients.models import Recipient
 from broker.recipients.service import purposes_of
+from broker.release.errors import FeedStopped, InvalidFeed, PurposeNotRegistered, ReleaseDenied
 from broker.release.formats import Body, check_format, serialise
 from broker.release.models import Feed
 from broker.release.once import refuse_released
-from broker.release.service import ReleaseDenied, ReleaseOptions, ReleasePipeline
+from broker.release.service import ReleaseOptions, ReleasePipeline
 from broker.storage.db import Database
 
 DAY_S = 86_400
 MAX_DAYS = 31
 SCOPES = ("subject", "aggregate")
 DELIVERIES = ("pull", "push")
-
-
-class InvalidFeed(BrokerError):
-    status_code = 422
-
-
-class FeedStopped(BrokerError):
-    status_code = 409
-
-
-class PurposeNotRegistered(Forbidden):
-    """The feed's purpose is not one the recipient is registered for (R3.5)."""
-
-    def __init__(self, recipient: str, purpose: str, registered: frozenset[str]) -> None:
-        names = ", ".join(sorted(registered)) or "none"
-        super().__init__(
-            f"purpose {purpose!r} is not one {recipient} is registered for "
-            f"(registered purposes: {names})"
-        )
 
 
 STOPS_FEED = (ReleaseDenied, PurposeNotRegistered)

@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from broker.errors import BrokerError
+from broker.release.errors import UnknownFormat
 from deidentify import frames as F
 
 FORMATS = ("json", "csv", "parquet", "espi")
@@ -43,10 +43,6 @@ ATOM = "http://www.w3.org/2005/Atom"
 ESPI = "http://naesb.org/espi"
 UOM_WH = 72
 SERIES_COLUMNS = (F.METER, "group")
-
-
-class UnknownFormat(BrokerError):
-    status_code = 422
 
 
 @dataclass(frozen=True)

@@ -23,18 +23,12 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from broker.errors import BrokerError
+from broker.release.errors import PageAlreadyReleased
 from broker.release.models import Feed, ReleaseRecord
 
 UNIQUE_PAGE = "uq_release_feed_period"
 _SQLITE_PAGE = "release.feed_id, release.period_from_us"
 DAY_US = 86_400 * 1_000_000
-
-
-class PageAlreadyReleased(BrokerError):
-    """This page of the feed was already released (by another request or broker process)."""
-
-    status_code = 409
 
 
 def is_page_conflict(exc: IntegrityError) -> bool:

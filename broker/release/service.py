@@ -35,7 +35,6 @@ from sqlmodel import Session
 
 from broker.audit.events import AuditEvent, AuditSink
 from broker.consent.service import ConsentService
-from broker.errors import Forbidden
 from broker.kit.canonical import canonical_text
 from broker.kit.clock import Clock, to_us
 from broker.kit.ids import SubjectHasher, new_id
@@ -44,8 +43,9 @@ from broker.policy.facts import covering_consents
 from broker.privacy.service import BudgetLedger, PseudonymKeys
 from broker.recipients.models import Recipient
 from broker.release.cells import CanonicalCells, CellRequest, CellSpend
+from broker.release.errors import PageAlreadyReleased, ReleaseDenied, ReleaseRefused
 from broker.release.models import ReleaseGroup, ReleaseRecord
-from broker.release.once import PageAlreadyReleased, is_page_conflict
+from broker.release.once import is_page_conflict
 from broker.release.store import AGGREGATE_TIERS, ReadingsRepository
 from broker.storage.db import Database
 from deidentify.aggregate import MemberSet, Rules
@@ -60,24 +60,6 @@ from deidentify.tiers import GRANULARITY_S, TierParams, transform
 
 RELEASES = ReleaseRecord.metadata.tables["release"]
 GROUPS = ReleaseGroup.metadata.tables["release_group"]
-
-
-class ReleaseDenied(Forbidden):
-    """The policy denied the release; nothing was read."""
-
-    def __init__(self, decision: Decision) -> None:
-        codes = ", ".join(r.code for r in decision.reasons) or "denied"
-        super().__init__(f"release denied by decision {decision.decision_id}: {codes}")
-        self.decision_id = decision.decision_id
-        self.reasons = decision.reasons
-
-
-class ReleaseRefused(Forbidden):
-    """The policy allowed it but the tier cannot release it (budget, differencing, k, data)."""
-
-    def __init__(self, decision: Decision, why: str) -> None:
-        super().__init__(f"release refused under decision {decision.decision_id}: {why}")
-        self.decision_id = decision.decision_id
 
 
 @dataclass(frozen=True)

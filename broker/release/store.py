@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 from sqlmodel import Session, col, select
 
-from broker.errors import Forbidden
 from broker.keys.service import DataKeys, KeyDestroyed
 from broker.kit.ids import SubjectHasher
 from broker.policy.decision import Decision
+from broker.release.errors import NotAllowed
 from connectors.mdms.models import Meter
 from connectors.mdms.readings import read_days
 from deidentify import frames as F
@@ -42,10 +42,6 @@ from deidentify.generalise import SUPPRESSED
 
 DAY_S = 86_400
 AGGREGATE_TIERS = frozenset({"aggregated", "dp"})
-
-
-class NotAllowed(Forbidden):
-    """A read without an allowing decision, or outside what the decision allowed."""
 
 
 def substation_of(postcode: str) -> str:

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from broker.recipients.egress import (
     NO_PRIVATE,
     Egress,
-    EgressRefused,
     IPAddress,
     _PinnedBackend,
     classify,
     parse_host,
     parse_ipv4,
 )
+from broker.recipients.errors import EgressRefused
 
 NUMERIC = [
     "127.0.0.1", "127.1", "127.0.1", "2130706433", "0x7f000001", "0X7F.1", "0x7f.0.0.1",

@@ -16,14 +16,14 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from broker.delivery import deletion
-from broker.delivery.deletion import AlreadyAcknowledged, BadAcknowledgement
+from broker.delivery.errors import AlreadyAcknowledged, BadAcknowledgement, NotRedrivable
 from broker.delivery.models import DeletionRequest, Delivery
-from broker.delivery.outbox import NotRedrivable
 from broker.delivery.service import PushLoop, RoundReport
 from broker.errors import NotFound
 from broker.recipients.service import Recipients
 from broker.regulator.service import metrics
-from broker.release.feeds import FeedSpec, FeedStopped, InvalidFeed
+from broker.release.errors import FeedStopped, InvalidFeed
+from broker.release.feeds import FeedSpec
 from broker.runtime.wiring import erase_customer, open_consents, open_deletions
 from demo.receiver import sign_as_recipient
 from tests.broker.delivery.conftest import CLOSED_PORT, Hooked

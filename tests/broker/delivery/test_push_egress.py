@@ -20,8 +20,9 @@ from broker.delivery.models import Delivery
 from broker.delivery.service import http_poster
 from broker.delivery.signing import load_delivery_key, public_jwk
 from broker.recipients.egress import Egress, IPAddress, Resolver
+from broker.recipients.errors import InvalidRecipient
 from broker.recipients.models import Recipient
-from broker.recipients.service import InvalidRecipient, Recipients
+from broker.recipients.service import Recipients
 from broker.runtime.wiring import open_ca, server_identity
 from demo.receiver import (
     WebhookReceiver,

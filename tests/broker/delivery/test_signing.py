@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc.jwk import OKPKey
 
+from broker.delivery.errors import BadSignature
 from broker.delivery.signing import (
     DELETION_TYPE,
-    BadSignature,
     public_jwk,
     public_key_of,
     sign_json,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.policy.bundle import Bundle, BundleError, load_bundle
+from broker.policy.bundle import Bundle, load_bundle
 from broker.policy.check import check_bundle
+from broker.policy.errors import BundleError
 from tests.broker.policy.conftest import CATALOGUE, POLICY, edit
 
 

@@ -14,14 +14,9 @@ from broker.kit.clock import FixedClock
 from broker.kit.ids import SubjectHasher
 from broker.policy.bundle import shipped_bundle_dir
 from broker.policy.decision import Facts, ReleaseRequest
+from broker.policy.errors import NoActivePolicy, PolicySignatureError
 from broker.policy.service import open_decision_point
-from broker.policy.store import (
-    NoActivePolicy,
-    PolicyRejected,
-    PolicySignatureError,
-    PolicyStore,
-    verify_key_path,
-)
+from broker.policy.store import PolicyRejected, PolicyStore, verify_key_path
 from broker.settings import Mode
 from tests.broker.fakes import RecordingAuditSink, settings_for
 from tests.broker.policy.conftest import POLICY, TESTS, edit

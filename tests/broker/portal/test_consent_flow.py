@@ -22,7 +22,8 @@ import pytest
 from broker.ca.authority import CertificateAuthority
 from broker.customers.accounts import Accounts
 from broker.kit.clock import FixedClock, SystemClock
-from broker.oauth.grant import InvalidGrant, allow_redirect, redeem
+from broker.oauth.errors import InvalidGrant
+from broker.oauth.grant import allow_redirect, redeem
 from broker.portal.serve import running_portal
 from broker.recipients.models import Kind
 from broker.recipients.service import Recipients, Registration

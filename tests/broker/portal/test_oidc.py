@@ -37,7 +37,8 @@ from pydantic import SecretStr, ValidationError
 from broker.api.server import serving
 from broker.ca.authority import CertificateAuthority
 from broker.cli.main import main
-from broker.customers.identities import Identities, IdentityError, check_identity
+from broker.customers.errors import IdentityError
+from broker.customers.identities import Identities, check_identity
 from broker.errors import ConfigurationError
 from broker.kit.clock import SystemClock
 from broker.oauth.grant import allow_redirect

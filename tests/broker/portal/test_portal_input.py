@@ -16,7 +16,8 @@ import pytest
 from sqlmodel import func, select
 
 from broker.ca.authority import CertificateAuthority
-from broker.customers.accounts import AccountError, Accounts
+from broker.customers.accounts import Accounts
+from broker.customers.errors import AccountError
 from broker.kit.clock import SystemClock
 from broker.portal.serve import running_portal
 from broker.runtime.core import Runtime, init_keys, prepare_data_dir

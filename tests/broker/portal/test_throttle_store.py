@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import delete, select, text
 from sqlmodel import Session
 
-from broker.customers.accounts import SignInFailed
+from broker.customers.errors import SignInFailed
 from broker.errors import BrokerError, Throttled
 from broker.kit.clock import FixedClock
 from broker.kit.ids import SubjectHasher

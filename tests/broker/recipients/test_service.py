@@ -17,15 +17,9 @@ from broker.ca.authority import CertificateAuthority, role_of
 from broker.errors import NotFound
 from broker.kit.clock import FixedClock
 from broker.recipients.egress import Egress
+from broker.recipients.errors import InvalidRecipient, RecipientExists
 from broker.recipients.models import Kind, Status
-from broker.recipients.service import (
-    InvalidRecipient,
-    RecipientExists,
-    Recipients,
-    Registration,
-    check_webhook,
-    purposes_of,
-)
+from broker.recipients.service import Recipients, Registration, check_webhook, purposes_of
 from broker.storage.db import Database
 from tests.broker.fakes import RecordingAuditSink, settings_for
 

@@ -22,8 +22,8 @@ from broker.api.tls import client_context
 from broker.ca.authority import CertificateAuthority, Issued
 from broker.errors import NotFound
 from broker.kit.clock import SystemClock
-from broker.release.feeds import FeedService, FeedSpec, FeedStopped, InvalidFeed
-from broker.release.service import ReleaseDenied
+from broker.release.errors import FeedStopped, InvalidFeed, ReleaseDenied
+from broker.release.feeds import FeedService, FeedSpec
 from tests.broker.release.conftest import CUSTOMER, DAY0, Broker
 
 SUBJECT = FeedSpec("personalised_service", ("consumption",), "hourly", "subject",

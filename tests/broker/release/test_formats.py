@@ -13,7 +13,8 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from greenbutton_objects import parse  # type: ignore[import-untyped]
 
-from broker.release.formats import ESPI, UnknownFormat, serialise
+from broker.release.errors import UnknownFormat
+from broker.release.formats import ESPI, serialise
 
 META = {"release_id": "rl_test", "tier": "raw", "manifest_sha256": "ab" * 32}
 

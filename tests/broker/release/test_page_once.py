@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import Column, MetaData, Table, insert, text
 from sqlalchemy.exc import IntegrityError
 
+from broker.release.errors import PageAlreadyReleased
 from broker.release.models import ReleaseRecord
-from broker.release.once import PageAlreadyReleased, is_page_conflict
+from broker.release.once import is_page_conflict
 from broker.release.service import ReleaseOptions, ReleasePipeline
 from broker.schema import migrate
 from broker.storage.db import Database

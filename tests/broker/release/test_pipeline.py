@@ -15,14 +15,9 @@ from sqlalchemy import select, text
 from broker.audit.models import AuditEntry
 from broker.policy.decision import TABLE as DECISIONS
 from broker.policy.decision import Facts
-from broker.release.service import (
-    RELEASES,
-    ReleaseDenied,
-    ReleaseOptions,
-    ReleasePipeline,
-    ReleaseRefused,
-)
-from broker.release.store import NotAllowed, ReadingsRepository
+from broker.release.errors import NotAllowed, ReleaseDenied, ReleaseRefused
+from broker.release.service import RELEASES, ReleaseOptions, ReleasePipeline
+from broker.release.store import ReadingsRepository
 from deidentify.dp import BudgetRules
 from tests.broker.release.conftest import CUSTOMER, DAY0, OTHER_CUSTOMER, Broker
 
