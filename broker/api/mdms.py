@@ -35,7 +35,13 @@ from broker.errors import (
     UnsupportedMediaType,
 )
 from broker.runtime.core import Runtime
-from connectors.dlms.batch import MEDIA_TYPE, BatchError, check_batch_id, decode_batch
+from connectors.dlms.batch import (
+    MEDIA_TYPE,
+    BatchError,
+    BatchTotals,
+    check_batch_id,
+    decode_batch,
+)
 from connectors.mdms.answers import BatchResult
 from connectors.mdms.limits import Limits
 from connectors.mdms.models import IngestTally
@@ -67,13 +73,7 @@ class FrameAnswerBody(BaseModel):
     flags: list[str]
 
 
-class BatchAnswer(BaseModel):
-    batch_id: str
-    received: int
-    accepted: int
-    duplicate: int
-    rejected: int
-    reasons: dict[str, int]
+class BatchAnswer(BatchTotals):
     readings_stored: int
     estimates: int
     flagged: dict[str, int]

@@ -23,6 +23,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from connectors.dlms.batch import BatchTotals
+
 FRAMES_PATH = "/mdms/v1/frames"
 FrameStatus = Literal["accepted", "duplicate", "rejected"]
 
@@ -39,17 +41,11 @@ class FrameAnswer(BaseModel):
     readings: int = 0
 
 
-class BatchReport(BaseModel):
+class BatchReport(BatchTotals):
     """The body of a 200 answer."""
 
     model_config = ConfigDict(frozen=True)
 
-    batch_id: str
-    received: int
-    accepted: int
-    duplicate: int
-    rejected: int
-    reasons: dict[str, int]
     frames: Sequence[FrameAnswer]
 
     def covers(self, batch_id: str, count: int) -> bool:

@@ -14,6 +14,10 @@ resends a batch under the same id, and the MDMS answers each frame of it ``accep
 
 The framing is length-prefixed binary rather than JSON: hex or base64 inside JSON would
 enlarge a 2.7 kB day-frame by a third to a half and cost a parse per frame.
+
+The answer (a JSON body) is written by the MDMS (``broker.api.mdms``) and read by the
+concentrator (``connectors.concentrator.mdms``); what both sides say of the batch as a whole is
+:class:`BatchTotals`, which each extends with its own view of the frames.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Sequence
+
+from pydantic import BaseModel
 
 MEDIA_TYPE = "application/vnd.x1332.dlms-frames"
 MAGIC = b"DLMB"
@@ -30,6 +36,18 @@ MAX_FRAME_BYTES = 65_535
 _HEADER = struct.Struct(">4sBI")
 _LENGTH = struct.Struct(">I")
 _BATCH_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class BatchTotals(BaseModel):
+    """The MDMS's answer to a batch as a whole: the batch's id, the frames it received, how many
+    were accepted, duplicate and rejected, and the rejections per reason."""
+
+    batch_id: str
+    received: int
+    accepted: int
+    duplicate: int
+    rejected: int
+    reasons: dict[str, int]
 
 
 class BatchError(ValueError):

@@ -33,6 +33,8 @@ KEY_COLUMNS = (
     "feeder",
     "postcode",
 )
+OPTIONAL_KEY_COLUMNS = ("master_key", "interval_s")
+"""Columns a key file may add after ``KEY_COLUMNS``, in this order."""
 CUSTOMER_COLUMNS = ("customer_ref", "name", "address", "account_number")
 _REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _POSTCODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ]{0,15}")
@@ -139,7 +141,7 @@ def read_key_file(path: Path, transport_key: bytes | None = None) -> list[MeterK
     out: list[MeterKeyRow] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
-    reader = _rows(path, KEY_COLUMNS, ("master_key", "interval_s"))
+    reader = _rows(path, KEY_COLUMNS, OPTIONAL_KEY_COLUMNS)
     for raw in reader:
         line = reader.line_num  # not a count of rows: blank lines are skipped, not counted
         try:

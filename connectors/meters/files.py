@@ -16,20 +16,13 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from connectors.mdms.keyfile import CUSTOMER_COLUMNS, KEY_COLUMNS, OPTIONAL_KEY_COLUMNS
 from connectors.meters.customers import Customer
 from connectors.meters.keys import MeterKeys
 
-KEYFILE_HEADER = (
-    "system_title",
-    "encryption_key",
-    "authentication_key",
-    "customer_ref",
-    "feeder",
-    "postcode",
-    "master_key",
-    "interval_s",
-)
-CUSTOMERS_HEADER = ("customer_ref", "name", "address", "account_number")
+KEYFILE_HEADER = KEY_COLUMNS + OPTIONAL_KEY_COLUMNS
+"""Every column of a key file as the MDMS reads it (``connectors.mdms.keyfile``)."""
+CUSTOMERS_HEADER = CUSTOMER_COLUMNS
 _KEY_COLUMNS = ("encryption_key", "authentication_key", "master_key")
 
 
