@@ -94,6 +94,18 @@ def public_pem(key: Ed25519PrivateKey) -> bytes:
     )
 
 
+def read_ed25519_key(settings: Settings, path: Path, what: str) -> Ed25519PrivateKey:
+    """The Ed25519 private key (PEM) of ``path``; a damaged file or another kind of key is a clear
+    ``KeyError_`` naming ``what``."""
+    try:
+        key = serialization.load_pem_private_key(read_secret_file(settings, path), password=None)
+    except ValueError as exc:
+        raise KeyError_(f"{what} {path} is damaged: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyError_(f"{what} {path} is not an Ed25519 key")
+    return key
+
+
 def load_ed25519_key(
     settings: Settings, path: Path, public_path: Path, what: str
 ) -> Ed25519PrivateKey:
@@ -103,12 +115,7 @@ def load_ed25519_key(
         require_dir(settings.keys_dir)
         with suppress(KeyError_):  # another process created it first: use that one
             write_ed25519_key(path, public_path)
-    try:
-        key = serialization.load_pem_private_key(read_secret_file(settings, path), password=None)
-    except ValueError as exc:
-        raise KeyError_(f"{what} {path} is damaged: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"{what} {path} is not an Ed25519 key")
+    key = read_ed25519_key(settings, path, what)
     if not public_path.exists():  # lost, or the creator stopped between the two files
         public_path.write_bytes(public_pem(key))
     return key

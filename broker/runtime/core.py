@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.audit.log import AuditLog
 from broker.audit.note import NoteSigner
 from broker.ca.authority import CertificateAuthority
-from broker.errors import ConfigurationError, KeyError_
+from broker.errors import ConfigurationError
 from broker.keys.files import (
     read_b64_key,
-    read_secret_file,
+    read_ed25519_key,
     write_b64_key,
     write_ed25519_key,
     write_secret_file,
@@ -82,13 +82,7 @@ def create_consent_receipt_key(settings: Settings) -> None:
 
 
 def load_audit_signer(settings: Settings) -> NoteSigner:
-    path = audit_signing_key_path(settings)
-    try:
-        key = serialization.load_pem_private_key(read_secret_file(settings, path), password=None)
-    except ValueError as exc:
-        raise KeyError_(f"audit signing key {path} is damaged: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"audit signing key {path} is not an Ed25519 key")
+    key = read_ed25519_key(settings, audit_signing_key_path(settings), "audit signing key")
     return NoteSigner(settings.audit_origin, key)
 
 
