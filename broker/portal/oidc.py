@@ -83,7 +83,7 @@ class OidcRefused(BrokerError):
 
 
 class Sealer(Protocol):
-    """The portal's HMAC signing of cookies (``broker.portal.web.CookieSigner``)."""
+    """The portal's HMAC signing of cookies (``broker.portal.sessions.CookieSigner``)."""
 
     def seal(self, purpose: str, payload: str, ttl_s: int) -> str: ...
 
