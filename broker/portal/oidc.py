@@ -1,4 +1,4 @@
-"""Customers sign in at an upstream OpenID Connect provider (issue 6, part 3; X.1332 C2.2): the
+"""Customers sign in at an upstream OpenID Connect provider (X.1332 C2.2): the
 production alternative to local accounts, through authlib's client.
 
 ``GET /login/oidc?next=...`` reads the provider's discovery (cached), keeps a fresh ``state``,
@@ -83,7 +83,7 @@ class OidcRefused(BrokerError):
 
 
 class Sealer(Protocol):
-    """The portal's HMAC signing of cookies (``broker.portal.web.CookieSigner``)."""
+    """The portal's HMAC signing of cookies (``broker.portal.sessions.CookieSigner``)."""
 
     def seal(self, purpose: str, payload: str, ttl_s: int) -> str: ...
 

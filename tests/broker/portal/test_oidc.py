@@ -1,4 +1,4 @@
-"""Customers sign in at an upstream OpenID Connect provider (issue 6, part 3; X.1332 C2.2).
+"""Customers sign in at an upstream OpenID Connect provider (X.1332 C2.2).
 
 A stand-in provider, written here with FastAPI and served over real TLS on loopback (a CA of
 its own), publishes discovery and a JWKS (an EC P-256 key), answers its authorization endpoint

@@ -99,7 +99,7 @@ def test_T7_a_bug_in_the_portal_answers_the_error_shape_and_keeps_the_connection
     def broken(*_args: object) -> None:
         raise RuntimeError("internals: password=hunter2")
 
-    monkeypatch.setattr("broker.portal.web._login_form", broken)
+    monkeypatch.setattr("broker.portal.pages.login_form", broken)
     conn = _connect(rt, port)
     try:
         status, body = _ask(conn, "GET", "/login")
