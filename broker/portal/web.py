@@ -46,10 +46,11 @@ from broker.oauth.errors import AuthorizeError
 from broker.portal import pages
 from broker.portal.consent import consent_router
 from broker.portal.me import me_router
-from broker.portal.oidc import OidcRefused, oidc_router
+from broker.portal.oidc import oidc_router
 from broker.portal.oidc_settings import PortalOidcSettings
 from broker.portal.parts import PortalParts
 from broker.portal.password import password_router
+from broker.portal.provider import OidcRefused
 from broker.portal.sessions import NotSignedIn
 from broker.portal.signin import sign_in_router
 from broker.runtime.core import Runtime

@@ -1,4 +1,4 @@
-"""The customer consent flow and the customer's own API over real TLS (issue 6, parts 3-4;
+"""The customer consent flow and the customer's own API over real TLS (
 X.1332 R3.4, C2.2): authorization code with PKCE, sign-in with an argon2 account, a consent page
 in plain words the customer may narrow, the consent event and its code, and a customer who
 reaches only their own consents and access history."""
