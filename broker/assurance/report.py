@@ -14,10 +14,11 @@ On the demo fleet grown from its own load model (``broker.assurance.population``
 - **Attacks** by recipients who pool what they receive, each run against the per-request
   aggregates released before canonical cells (``deidentify.aggregate.aggregate``,
   ``deidentify.dp.dp_aggregate``: "before") and against canonical cells as the broker serves
-  them (``deidentify.canonical``, ``broker.release.cells``: "now"). They run on the fleet's first
-  substation with its feeders cut to 110, 150 and 80 households, so that one feeder fails the
-  N rule (100 residential households) and quiet night quarter-hours are dominated by one
-  household: where the old per-request rules merged and withheld cells. ``attacks`` says how.
+  them (``deidentify.canonical``, ``deidentify.canonical_dp``, ``broker.release.cells``: "now").
+  They run on the fleet's first substation with its feeders cut to 110, 150 and 80 households,
+  so that one feeder fails the N rule (100 residential households) and quiet night quarter-hours
+  are dominated by one household: where the old per-request rules merged and withheld cells.
+  ``attacks`` says how.
 
 Writes ``privacy-report.json`` and ``error-by-group-size.png`` into the output directory.
 """
@@ -50,13 +51,8 @@ from deidentify.aggregate import (
     aggregate,
     check_differencing,
 )
-from deidentify.canonical import (
-    AGGREGATE_GRANULARITIES,
-    Unit,
-    audit_recovery,
-    canonical_cells,
-    dp_cells,
-)
+from deidentify.canonical import AGGREGATE_GRANULARITIES, Unit, audit_recovery, canonical_cells
+from deidentify.canonical_dp import dp_cells
 from deidentify.cells_ad import F64
 from deidentify.dp import DAY_WH, Bounds, BudgetRules, SeededUniforms, dp_aggregate
 from deidentify.errors import DifferencingRefused
