@@ -44,12 +44,8 @@ cells say why in ``reason``.
 released cells by linear algebra; the tests and ``broker privacy report`` use it to show that
 nothing withheld can be derived.
 
-Differential privacy (``dp_cells``): the cells are decided from the hierarchy only (a feeder
-with fewer than N registered households is merged into its substation; a merged cell below N is
-withheld), never from the readings, so which cells exist reveals nothing outside the noise's
-guarantee. The dominance rule is not applied to dp cells: clipping bounds what any one
-household-day adds to a cell, which is what the rule protects against, and deciding a cell's
-release on exact data would leak through the pattern of withheld cells.
+The dp cells of a unit are ``deidentify.canonical_dp``'s; what both share (the hierarchy, the
+unit frame's types) is ``deidentify.canonical_ad``'s.
 """
 
 from __future__ import annotations
@@ -62,40 +58,24 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from deidentify.aggregate import (
-    AGGREGATE_COLUMNS,
-    GROUP,
-    LEVEL,
-    MEMBERS,
-    MERGED,
-    MERGED_INTO,
-    REASON,
-    RELEASED,
-    STATUS,
-    WITHHELD,
-    Rules,
-)
+from deidentify.aggregate import AGGREGATE_COLUMNS, MERGED, RELEASED, WITHHELD, Rules
+from deidentify.canonical_ad import NS, Tree, tree_of, unit_frame
 from deidentify.cells_ad import DAY_S, Matrix, lay_out
 from deidentify.differencing_ad import MemberSet
-from deidentify.dp import Bounds, Clipped, clip
 from deidentify.errors import InvalidData, InvalidParameter
-from deidentify.frames import ENERGY, FEEDER, INTERVAL, METER, START, SUBSTATION, require
-from deidentify.noise_ad import LAPLACE, Calibration, SystemUniforms, UniformSource
+from deidentify.frames import FEEDER, INTERVAL, METER, START, SUBSTATION, require
 
 __all__ = [
     "AGGREGATE_GRANULARITIES",
     "Canonical",
-    "NoisyUnit",
     "Unit",
     "audit_recovery",
     "canonical_cells",
-    "dp_cells",
     "granularities_for",
 ]
 
 AGGREGATE_GRANULARITIES = (900, 1800, 3600, 86_400)
 """The released intervals of aggregates, in seconds, finest first."""
-_NS = 1_000_000_000
 Mask = NDArray[np.bool_]
 
 
@@ -169,36 +149,13 @@ def canonical_cells(
             f"granularities {grains} must be multiples of {base} s and divide a day"
         )
     matrix = lay_out(readings, households, group_by, base, period)
-    tree = _tree(households, group_by, parent, matrix)
+    tree = tree_of(households, group_by, parent, matrix)
     units = tuple(
         _compute_unit(matrix, tree, p, day, grains, rules, (group_by, parent))
         for p in range(len(tree.labels))
         for day in range(matrix.grid.days)
     )
     return Canonical(units, len(readings), rules, grains)
-
-
-@dataclass(frozen=True)
-class _Tree:
-    labels: pd.Index
-    """The parents' labels."""
-    children: tuple[NDArray[np.intp], ...]
-    """Per parent, the indices of its groups in the grid (label order)."""
-
-
-def _tree(households: pd.DataFrame, group_by: str, parent: str, matrix: Matrix) -> _Tree:
-    pairs = households[[group_by, parent]].drop_duplicates()
-    blank = pairs[parent].isna() | (pairs[parent].astype(str).str.strip() == "")
-    if blank.any():
-        raise InvalidData(f"some households have an empty {parent}")
-    twice = pairs[group_by].duplicated()
-    if twice.any():
-        raise InvalidData(f"{group_by} {pairs[group_by][twice].iloc[0]} lies under two {parent}s")
-    under = pd.Series(pairs[parent].to_numpy(), index=pairs[group_by].to_numpy())
-    of_group = under.reindex(matrix.grid.groups).to_numpy()
-    labels = pd.Index(sorted(set(of_group)))
-    children = tuple(np.flatnonzero(of_group == label) for label in labels)
-    return _Tree(labels, children)
 
 
 @dataclass
@@ -256,7 +213,7 @@ class _State:
 
 
 def _compute_unit(
-    matrix: Matrix, tree: _Tree, p: int, day: int, grains: tuple[int, ...], rules: Rules,
+    matrix: Matrix, tree: Tree, p: int, day: int, grains: tuple[int, ...], rules: Rules,
     levels: tuple[str, str],
 ) -> Unit:  # fmt: skip
     grid = matrix.grid
@@ -273,7 +230,7 @@ def _compute_unit(
         rules,
         tuple(g // grains[0] for g in grains),
     )
-    day0_ns = grid.first_ns + day * DAY_S * _NS
+    day0_ns = grid.first_ns + day * DAY_S * NS
     build = _Builder(
         state, [str(grid.groups[g]) for g in groups], str(tree.labels[p]), levels,
         grid.meters.to_numpy()[rows].astype(str), sizes < rules.need, day0_ns, grains[0],
@@ -303,7 +260,7 @@ class _Builder:
     members: dict[str, set[str]] = field(default_factory=dict)
 
     def interval(self, a: int, b: int, grain: int) -> None:
-        start = pd.Timestamp(self.day0_ns + a * self.base_s * _NS, unit="ns", tz="UTC")
+        start = pd.Timestamp(self.day0_ns + a * self.base_s * NS, unit="ns", tz="UTC")
         for g in (int(i) for i in np.flatnonzero(~self.small)):
             why, n, total = self._try(frozenset({g}), a, b)
             status = WITHHELD if why else RELEASED
@@ -362,7 +319,7 @@ class _Builder:
         )
         return Unit(
             self.parent,
-            int(self.day0_ns // (DAY_S * _NS)),
+            int(self.day0_ns // (DAY_S * NS)),
             _unit_frame(self.rows),
             sets,
             tuple(_blocks(c, self.labels) for c in self.state.all_released()),
@@ -376,14 +333,9 @@ def _blocks(cell: Cell, labels: list[str]) -> tuple[tuple[str, ...], int, int]:
 
 
 def _unit_frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(AGGREGATE_COLUMNS))
-    frame[START] = pd.to_datetime(frame[START], utc=True)
-    frame[INTERVAL] = frame[INTERVAL].astype(np.int64)
-    frame[MEMBERS] = frame[MEMBERS].astype("Int64")
-    frame[ENERGY] = frame[ENERGY].astype("Float64")
-    frame[MERGED_INTO] = frame[MERGED_INTO].astype("str")
-    frame[REASON] = frame[REASON].fillna("").astype(str)
-    return frame
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(AGGREGATE_COLUMNS)
+    frame = dict(zip(AGGREGATE_COLUMNS, columns, strict=True))
+    return unit_frame({**frame, START: pd.DatetimeIndex(frame[START], tz="UTC")})
 
 
 def audit_recovery(unit: Unit, tolerance: float = 1e-9) -> list[tuple[tuple[str, ...], int, int]]:
@@ -414,110 +366,3 @@ def audit_recovery(unit: Unit, tolerance: float = 1e-9) -> list[tuple[tuple[str,
         if np.abs(basis @ coef - target).max() < 1e-6 + tolerance:
             recovered.append(cell)
     return recovered
-
-
-def iter_rows(units: Sequence[Unit]) -> Iterator[pd.DataFrame]:
-    for unit in units:
-        yield unit.frame
-
-
-@dataclass(frozen=True)
-class NoisyUnit:
-    """The dp cells of one parent and day at one granularity: noisy sums, no member counts."""
-
-    parent: str
-    day: int
-    frame: pd.DataFrame
-    fraction_clipped: float
-    clipping_bias_wh: float
-
-
-def dp_cells(
-    readings: pd.DataFrame,
-    households: pd.DataFrame,
-    calibration: Calibration,
-    bounds: Bounds,
-    need: int,
-    *,
-    interval: int,
-    group_by: str = FEEDER,
-    parent: str = SUBSTATION,
-    period: tuple[datetime, datetime] | None = None,
-    source: UniformSource | None = None,
-) -> tuple[NoisyUnit, ...]:
-    """Noisy sums per unit at ``interval`` s, on cells decided from the hierarchy alone (the
-    module text says why). ``calibration`` must already be charged to every unit's ledger."""
-    require(households, (METER, group_by, parent), "households")
-    matrix = lay_out(readings, households, group_by, interval, period, False, np.float32)
-    if calibration.sensitivity < (bounds.l1 if calibration.mechanism == LAPLACE else bounds.l2)(
-        matrix.grid.per_day
-    ):
-        raise InvalidParameter("the calibration is for smaller bounds than these")
-    tree = _tree(households, group_by, parent, matrix)
-    clipped = clip(matrix, bounds)
-    source = source if source is not None else SystemUniforms()
-    return tuple(
-        _noisy_unit(matrix, tree, clipped, p, day, calibration, need, source, (group_by, parent))
-        for p in range(len(tree.labels))
-        for day in range(matrix.grid.days)
-    )
-
-
-def _noisy_unit(
-    matrix: Matrix, tree: _Tree, clipped: Clipped, p: int, day: int, cal: Calibration,
-    need: int, source: UniformSource, levels: tuple[str, str],
-) -> NoisyUnit:  # fmt: skip
-    grid = matrix.grid
-    groups = tree.children[p]
-    small = grid.sizes[groups] < need
-    cols = slice(day * grid.per_day, (day + 1) * grid.per_day)
-    sums = clipped.sums[groups, cols]
-    big_sums = sums[~small]
-    merged = sums[small].sum(axis=0, keepdims=True)
-    merge = bool(small.any()) and int(grid.sizes[groups][small].sum()) >= need
-    cells = np.vstack([big_sums, merged]) if merge else big_sums
-    noisy = cells + cal.draw(cells.size, source).reshape(cells.shape)
-    starts = grid.starts[cols]
-    labels = [str(grid.groups[g]) for g in groups]
-    parent = str(tree.labels[p])
-    frames = [
-        _noisy_rows(labels[g], levels[0], starts, grid.interval_s, noisy[k], RELEASED, "", None)
-        for k, g in enumerate(np.flatnonzero(~small))
-    ]
-    alone = f"fewer than {need} registered households"
-    for g in np.flatnonzero(small):
-        status, into = (MERGED, parent) if merge else (WITHHELD, None)
-        why = alone if merge else f"{alone}, and so are all such groups of {parent} together"
-        frames.append(
-            _noisy_rows(labels[g], levels[0], starts, grid.interval_s, None, status, why, into)
-        )
-    if merge:
-        note = f"{int(small.sum())} group(s) below {need} households merged"
-        frames.append(
-            _noisy_rows(parent, levels[1], starts, grid.interval_s, noisy[-1], RELEASED, note, None)
-        )
-    day_index = int((grid.first_ns // (DAY_S * _NS)) + day)
-    return NoisyUnit(
-        parent, day_index, pd.concat(frames, ignore_index=True), clipped.fraction, clipped.bias_wh
-    )
-
-
-def _noisy_rows(
-    group: str, level: str, starts: pd.DatetimeIndex, interval_s: int,
-    values: NDArray[np.float64] | None, status: str, reason: str, into: str | None,
-) -> pd.DataFrame:  # fmt: skip
-    n = len(starts)
-    energy = pd.array([pd.NA] * n if values is None else values, dtype="Float64")
-    return pd.DataFrame(
-        {
-            GROUP: group,
-            LEVEL: level,
-            START: starts,
-            INTERVAL: interval_s,
-            MEMBERS: pd.array([pd.NA] * n, dtype="Int64"),
-            ENERGY: energy,
-            STATUS: status,
-            REASON: reason,
-            MERGED_INTO: pd.array([into] * n, dtype="str"),
-        }
-    )

@@ -1,7 +1,7 @@
 """Canonical cells in the broker: computed once per substation-day, recorded, served to everyone.
 
 An aggregate release (tiers ``aggregated`` and ``dp``) is served from **units**, one per
-substation and UTC day (``deidentify.canonical``):
+substation and UTC day (``deidentify.canonical``, ``deidentify.canonical_dp``):
 
 * The first release that needs a unit reads every household of the substation for that day,
   computes its cells (aggregated: at every granularity, with complementary suppression; dp: at
@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -45,24 +44,15 @@ from broker.policy.decision import Decision
 from broker.privacy.service import BudgetLedger
 from broker.release.models import CanonicalUnit, ReleaseGroup
 from broker.release.store import ReadingsRepository
-from deidentify.aggregate import (
-    AGGREGATE_COLUMNS,
-    GROUP,
-    LEVEL,
-    MEMBERS,
-    MERGED,
-    MERGED_INTO,
-    RELEASED,
-    STATUS,
-    WITHHELD,
-    Rules,
-)
+from deidentify.aggregate import GROUP, LEVEL, MEMBERS, MERGED, RELEASED, STATUS, WITHHELD, Rules
 from deidentify.budget_ad import PRIVACY_UNIT, BudgetRules, BudgetSpend, accountant, charge
-from deidentify.canonical import AGGREGATE_GRANULARITIES, canonical_cells, dp_cells
+from deidentify.canonical import AGGREGATE_GRANULARITIES, canonical_cells
+from deidentify.canonical_ad import from_plain, plain_columns
+from deidentify.canonical_dp import dp_cells
 from deidentify.differencing_ad import MemberSet, PastRelease, check_differencing
 from deidentify.dp import DAY_WH, Bounds
 from deidentify.errors import BudgetExceeded, InvalidData, InvalidParameter
-from deidentify.frames import ENERGY, INTERVAL, START
+from deidentify.frames import INTERVAL, START
 from deidentify.manifest import ReleaseManifest
 from deidentify.noise_ad import AUTO, Calibration, calibrate
 
@@ -352,7 +342,8 @@ def _stored(row: Any) -> _Stored:
     members = tuple(
         MemberSet(label, start, end, frozenset(m)) for label, m in json.loads(row.members_json)
     )
-    return _Stored(row.unit_key, row.parent, row.day, _frame(json.loads(row.cells_json)), members)
+    frame = from_plain(json.loads(row.cells_json))
+    return _Stored(row.unit_key, row.parent, row.day, frame, members)
 
 
 def _record(
@@ -365,7 +356,7 @@ def _record(
         "tier": tier,
         "parent": parent,
         "day": day,
-        "cells_json": json.dumps(_columns(frame), separators=(",", ":")),
+        "cells_json": json.dumps(plain_columns(frame), separators=(",", ":")),
         "members_json": json.dumps([[m.group, sorted(m.members)] for m in members]),
         "release_id": release_id,
         "created_us": to_us(at),
@@ -376,43 +367,6 @@ def _record(
     except IntegrityError:
         return _load(session, [key])[key]
     return _Stored(key, parent, day, frame, tuple(members))
-
-
-def _columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
-    def plain(series: pd.Series) -> list[Any]:
-        return [None if pd.isna(v) else v for v in series.tolist()]
-
-    starts = frame[START].astype("int64") // 1_000
-    return {
-        GROUP: frame[GROUP].astype(str).tolist(),
-        LEVEL: frame[LEVEL].astype(str).tolist(),
-        "start_us": starts.tolist(),
-        INTERVAL: frame[INTERVAL].astype(int).tolist(),
-        MEMBERS: plain(frame[MEMBERS]),
-        ENERGY: plain(frame[ENERGY].astype("Float64")),
-        STATUS: frame[STATUS].astype(str).tolist(),
-        "reason": frame["reason"].astype(str).tolist(),
-        MERGED_INTO: plain(frame[MERGED_INTO]),
-    }
-
-
-def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            GROUP: columns[GROUP],
-            LEVEL: columns[LEVEL],
-            START: pd.to_datetime(
-                np.asarray(columns["start_us"], dtype=np.int64), unit="us", utc=True
-            ),
-            INTERVAL: np.asarray(columns[INTERVAL], dtype=np.int64),
-            MEMBERS: pd.array(columns[MEMBERS], dtype="Int64"),
-            ENERGY: pd.array(columns[ENERGY], dtype="Float64"),
-            STATUS: columns[STATUS],
-            "reason": columns["reason"],
-            MERGED_INTO: pd.array(columns[MERGED_INTO], dtype="str"),
-        }
-    )
-    return frame[list(AGGREGATE_COLUMNS)]
 
 
 def _pick(units: Sequence[_Stored], request: CellRequest, parents: dict[str, str]) -> pd.DataFrame:

@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deidentify.aggregate import Rules, aggregate
-from deidentify.canonical import audit_recovery, canonical_cells, dp_cells, granularities_for
+from deidentify.canonical import audit_recovery, canonical_cells, granularities_for
+from deidentify.canonical_dp import dp_cells
 from deidentify.differencing_ad import MemberSet, PastRelease, check_differencing
 from deidentify.dp import Bounds
 from deidentify.errors import DifferencingRefused

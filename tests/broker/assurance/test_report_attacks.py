@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from broker.assurance.report import derive, old_blocks, recoverable
+from broker.assurance.recovery import derive, old_blocks, recoverable
 from deidentify.aggregate import Rules, aggregate
 from deidentify.canonical import Unit, audit_recovery, canonical_cells
 from tests.deidentify.test_canonical import BASE, DAY, GRAINS, _fleet
