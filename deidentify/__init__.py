@@ -1,1 +1,1 @@
-"""Pure de-identification and aggregation transforms on frames (issue 5)."""
+"""Pure de-identification and aggregation transforms on frames."""

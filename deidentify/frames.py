@@ -43,7 +43,7 @@ PERSONAL_FIELDS = ("customer_ref", "meter_id", "name", "address", "account")
 """Fields that identify a person directly; dropped by every tier above raw (pseudonymised keeps
 a keyed pseudonym of the meter instead)."""
 QUASI_IDENTIFIERS = ("postcode_area", TARIFF, HAS_PV, HAS_EV)
-"""The default quasi-identifiers of the k-anonymity check (issue 5)."""
+"""The default quasi-identifiers of the k-anonymity check."""
 TIERS = ("raw", "pseudonymised", "generalised", "aggregated", "dp")
 
 

@@ -1,4 +1,4 @@
-"""A linkage attack, to measure what a tier protects (issue 5, part 7).
+"""A linkage attack, to measure what a tier protects.
 
 The attacker holds one period's released records of a set of households (say, week 1 with the
 identities it learnt elsewhere) and another period's released records (week 2) without them, and

@@ -1,5 +1,5 @@
 """The release manifest: what was done to a release, so a recipient, the customer and the
-regulator can tell what it protects (issue 5, part 5).
+regulator can tell what it protects.
 
 Every transform returns one with its frame. Values are JSON-ready (``as_json``) so the broker
 can put the manifest in the release's audit entry unchanged.

@@ -1,6 +1,6 @@
 """One entry point per tier: readings and households in, a release frame and manifest out.
 
-The release pipeline (issue 6) calls ``transform(tier, ...)`` with what the policy decided
+The release pipeline calls ``transform(tier, ...)`` with what the policy decided
 (tier, granularity, fields to drop) and the parameters of the purpose. Each tier does what
 ARCHITECTURE §3.4 promises, and no less:
 

@@ -1,4 +1,4 @@
-"""The linkage attack used by the privacy report measures what it claims (issue 5, part 7)."""
+"""The linkage attack used by the privacy report measures what it claims."""
 
 from __future__ import annotations
 
